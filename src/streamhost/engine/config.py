@@ -1,0 +1,55 @@
+"""Engine configuration: the model to load and the batching limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """What to load and how many requests, tokens and stop sequences to admit.
+
+    Token limits left as ``None`` are derived from the model's context window when it is
+    loaded (as TGI 2.x does: ``min(context, 4096)`` total, one less for the input).
+    """
+
+    model: str = "tiny"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    device: str = "auto"
+    max_batch_size: int = 32
+    max_batch_prefill_tokens: int = 4096
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_concurrent_requests: int = 128
+    max_stop_sequences: int = 4
+    max_top_n_tokens: int = 5
+    max_best_of: int = 1
+    default_max_new_tokens: int = 100
+
+    def resolve_limits(self, context_window: int) -> None:
+        """Fill the token limits the user left open from the model's context window."""
+        if self.max_total_tokens is None:
+            self.max_total_tokens = min(context_window, 4096)
+        if self.max_input_tokens is None:
+            self.max_input_tokens = self.max_total_tokens - 1
+        self.check()
+
+    def check(self) -> None:
+        """Reject inconsistent limits with TGI's startup messages."""
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        for name in ("max_batch_size", "max_batch_prefill_tokens", "max_concurrent_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1; got {getattr(self, name)}")
+        if self.max_input_tokens is not None and self.max_total_tokens is not None:
+            if self.max_input_tokens >= self.max_total_tokens:
+                raise ValueError(
+                    f"`max_input_tokens`({self.max_input_tokens}) must be < "
+                    f"`max_total_tokens`({self.max_total_tokens})"
+                )
+            if self.max_batch_prefill_tokens < self.max_input_tokens:
+                raise ValueError("`max_batch_prefill_tokens` must be >= `max_input_tokens`")

@@ -1,0 +1,202 @@
+"""Loading a causal LM and its tokenizer: the built-in ``tiny``, a folder, or a hub id."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamhost.engine.config import EngineConfig
+
+log = logging.getLogger("streamhost.engine")
+
+# Files a causal LM needs; the rest of a hub repository (other formats, images) is skipped.
+HUB_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+    "tokenizer*",
+]
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be loaded; the message is one line that says what to do."""
+
+
+@dataclass
+class Vocab:
+    """Token facts the scheduler needs, over a transformers tokenizer."""
+
+    tokenizer: Any
+    eos_ids: frozenset[int]
+    special_ids: frozenset[int]
+
+    def __post_init__(self) -> None:
+        self._texts: dict[int, str] = {}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        """Decode ids to text."""
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token on its own (cached)."""
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._texts[token_id] = text
+        return text
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: weights on a device, tokenizer and limits."""
+
+    model_id: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    vocab: Vocab
+    device: Any
+    dtype: str
+    context_window: int
+    sha: str | None = None
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when the tokenizer carries a chat template."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def resolve_model_path(model_id: str, revision: str | None, trust_remote_code: bool) -> Path:
+    """Return a local folder for ``model_id``: built-in, local, or downloaded from the hub."""
+    if model_id == "tiny":
+        from streamhost.engine.tiny import tiny_path
+
+        return tiny_path()
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelLoadError(f"{local} has no config.json: not a Hugging Face model folder")
+        return local
+    if model_id.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {model_id} does not exist")
+    return _download(model_id, revision, trust_remote_code)
+
+
+def _download(model_id: str, revision: str | None, trust_remote_code: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = [*HUB_PATTERNS, "*.py"] if trust_remote_code else HUB_PATTERNS
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    log.info(
+        "fetching %s%s from the Hugging Face hub", model_id, f"@{revision}" if revision else ""
+    )
+    try:
+        # snapshot_download shows a progress bar per file and uses the local cache
+        # (and only it when HF_HUB_OFFLINE is set).
+        return Path(snapshot_download(model_id, revision=revision, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        if offline:
+            raise ModelLoadError(
+                f"model {model_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                "is set: download it on a connected machine first, or pass a local folder"
+            ) from None
+        raise ModelLoadError(
+            f"cannot download {model_id}: the Hugging Face hub is unreachable and the model "
+            "is not cached; pass a local folder or set HF_ENDPOINT"
+        ) from None
+    except GatedRepoError:
+        raise ModelLoadError(f"{model_id} is gated: set HF_TOKEN to a token with access") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"model {model_id} not found on the Hugging Face hub") from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"revision {revision} of {model_id} not found") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot download {model_id}: {exc}") from None
+
+
+def pick_device(requested: str):
+    """``auto`` is CUDA when present, else the CPU."""
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def pick_dtype(requested: str, device, config_dtype: Any):
+    """Resolve ``auto``: the checkpoint's half precision on a GPU, float32 on the CPU."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cpu":
+        return torch.float32
+    if config_dtype in (torch.float16, torch.bfloat16, "float16", "bfloat16"):
+        return getattr(torch, str(config_dtype).removeprefix("torch."))
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_model(config: EngineConfig) -> LoadedModel:
+    """Load the model and tokenizer named in ``config`` onto its device."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
+    try:
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        device = pick_device(config.device)
+        dtype = pick_dtype(config.dtype, device, getattr(hf_config, "dtype", None))
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load {config.model} from {path}: {exc}") from None
+    model.to(device).eval()
+    eos = _eos_ids(model, tokenizer)
+    special = frozenset(tokenizer.all_special_ids) | eos
+    context = int(
+        getattr(hf_config, "max_position_embeddings", 0)
+        or min(getattr(tokenizer, "model_max_length", 2048), 1 << 20)
+    )
+    log.info("loaded %s on %s (%s), context %d", config.model, device, dtype, context)
+    return LoadedModel(
+        model_id=config.model,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        vocab=Vocab(tokenizer, eos, special),
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        context_window=context,
+        sha=_commit_of(path),
+    )
+
+
+def _eos_ids(model, tokenizer) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def _commit_of(path: Path) -> str | None:
+    # Hub snapshots live in .../snapshots/<commit>/.
+    return path.name if path.parent.name == "snapshots" else None

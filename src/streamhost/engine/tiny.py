@@ -1,0 +1,158 @@
+"""The built-in ``tiny`` model: a small random Llama with a real BPE tokenizer.
+
+It is built deterministically from a fixed seed by this module, saved as an ordinary
+Hugging Face folder in the cache directory and loaded through the normal loader, so that
+everything downstream (batching, streaming, every API, the UI) runs for real without a
+download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+TINY_VERSION = "tiny-v1"
+SEED = 20230801
+VOCAB_SIZE = 2048
+HIDDEN_SIZE = 256
+INTERMEDIATE_SIZE = 704
+NUM_LAYERS = 4
+NUM_HEADS = 4
+CONTEXT_WINDOW = 8192
+# Scale of the output projection: large enough that logits are decisive (greedy decoding
+# does not flip between batched and unbatched arithmetic), small enough that sampling at
+# temperature 1 still varies.
+LM_HEAD_STD = 0.25
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_root() -> Path:
+    """Directory under which streamhost caches built models."""
+    base = os.environ.get("STREAMHOST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "streamhost"
+    )
+    return Path(base)
+
+
+def tiny_path() -> Path:
+    """Folder of the built-in tiny model, building it first if needed."""
+    target = cache_root() / "models" / TINY_VERSION
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (test workers, instances) may ask at once: one builds, the
+    # others wait on the lock and then find the finished folder.
+    with open(target.parent / f".{TINY_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
+            try:
+                build_tiny(staging)
+                os.replace(staging, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(staging)
+    return target
+
+
+def corpus_text() -> str:
+    """The text the tiny tokenizer is trained on (shipped with the package)."""
+    return resources.files("streamhost.engine").joinpath("data/tiny_corpus.txt").read_text("utf-8")
+
+
+def build_tokenizer():
+    """Train the byte-level BPE tokenizer of the tiny model (deterministic)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        unk_token=None,
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=CONTEXT_WINDOW,
+    )
+
+
+def build_tiny(folder: Path) -> Path:
+    """Build the tiny model into ``folder`` from the fixed seed; returns the folder."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=INTERMEDIATE_SIZE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_HEADS,
+        max_position_embeddings=CONTEXT_WINDOW,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    generator = torch.Generator().manual_seed(SEED)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # Re-initialise every parameter from our own generator so the weights do not
+        # depend on the global RNG or on transformers' init order.
+        for name, param in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                std = LM_HEAD_STD if name == "lm_head.weight" else 0.02
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / "README.md").write_text(
+        "# streamhost tiny\n\nA random 4-layer Llama built by streamhost from a fixed seed "
+        f"({TINY_VERSION}). Its text is not meaningful; it exists to exercise serving.\n"
+    )
+    return folder
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the model folder's weight and tokenizer files (for reproducibility)."""
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
