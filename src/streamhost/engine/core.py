@@ -101,6 +101,31 @@ class RequestStream:
             self._events.clear()
         return event
 
+    async def next_event(self, timeout: float | None = None) -> TokenEvent | None:
+        """The next event, or ``None`` if none came within ``timeout`` seconds (keep-alive).
+
+        Raises :class:`StopAsyncIteration` after the last event.
+        """
+        if not self._events:
+            if self._done:
+                raise StopAsyncIteration
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _wake, waiter) if timeout else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._events:
+                if self._done:
+                    raise StopAsyncIteration
+                return None
+        event = self._events.popleft()
+        if event.finish_reason is not None:
+            self._events.clear()
+        return event
+
     def finished(self) -> bool:
         """True once the last event was delivered."""
         return self._done
@@ -301,6 +326,11 @@ class _SyntheticSampler:
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         self.seed = params.seed if params.do_sample else None
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _deliver(items: list[tuple[Sequence, TokenEvent]]) -> None:

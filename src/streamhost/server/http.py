@@ -1,0 +1,112 @@
+"""HTTP building blocks shared by the API modules: bodies, errors, streaming responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from streamhost.engine import RequestStream, TokenEvent
+
+JSON = "application/json"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class HTTPError(Exception):
+    """An error answered before the stream starts: status, message and error type."""
+
+    def __init__(self, status: int, message: str, error_type: str = "validation") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialised with orjson."""
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def tgi_error(status: int, message: str, error_type: str) -> Response:
+    """TGI's error body: ``{"error": ..., "error_type": ...}``."""
+    return json_response({"error": message, "error_type": error_type}, status)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Read and parse a JSON body, refusing oversize (413) and malformed (400) ones."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(
+            413,
+            f"Failed to buffer the request body: length limit exceeded ({limit} bytes)",
+            "payload_too_large",
+        )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(
+                413,
+                f"Failed to buffer the request body: length limit exceeded ({limit} bytes)",
+                "payload_too_large",
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(
+            400, f"Failed to parse the request body as JSON: {exc}", "validation"
+        ) from None
+
+
+async def events_with_keepalive(
+    stream: RequestStream, interval: float
+) -> AsyncIterator[TokenEvent | None]:
+    """The stream's events, with ``None`` whenever ``interval`` seconds pass without one."""
+    while True:
+        try:
+            event = await stream.next_event(interval)
+        except StopAsyncIteration:
+            return
+        yield event
+        if event is not None and event.finish_reason is not None:
+            return
+
+
+def streaming_response(
+    stream: RequestStream,
+    render: Callable[[TokenEvent], bytes | None],
+    *,
+    media_type: str,
+    keepalive: bytes | None,
+    interval: float,
+    headers: dict[str, str] | None = None,
+    tail: Callable[[], bytes | None] | None = None,
+) -> StreamingResponse:
+    """One HTTP chunk per rendered event, flushed at once; closing cancels the request."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for event in events_with_keepalive(stream, interval):
+                if event is None:
+                    if keepalive:
+                        yield keepalive
+                    continue
+                chunk = render(event)
+                if chunk:
+                    yield chunk
+            if tail is not None:
+                end = tail()
+                if end:
+                    yield end
+        finally:
+            # The client went away (the response task was cancelled) or the stream ended:
+            # either way the engine must let go of the request.
+            stream.close()
+
+    return StreamingResponse(body(), media_type=media_type, headers=headers)

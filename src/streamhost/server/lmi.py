@@ -1,0 +1,194 @@
+"""The LMI (DJL Serving) API: ``{"inputs", "parameters", "stream"}`` and its output formatters.
+
+Formatters, chosen by ``option.output_formatter`` (else by the request's ``stream`` as LMI
+0.27+ does):
+
+- ``jsonlines`` with ``option.jsonlines_format=outputs`` (the default): LMI 0.23's
+  ``{"outputs": ["<token>"]}`` line per token, which the original sample app parses;
+  with ``option.jsonlines_format=token``: LMI 0.26+'s ``{"token": {...}}`` lines, the last
+  one with ``generated_text`` (and ``details`` when asked).
+- ``json``: one ``{"generated_text": "..."}`` object, streamed in pieces as LMI 0.23 did.
+- ``sse``: the token lines as ``data: ...`` events. ``tgi_compat``: TGI's SSE events.
+- ``none``: the raw token text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from streamhost.engine import FinishReason, SamplingParams, TokenEvent
+from streamhost.server.http import HTTPError
+
+CONTENT_TYPES = {
+    "jsonlines": "application/jsonlines",
+    "json": "application/json",
+    "sse": "text/event-stream",
+    "tgi_compat": "text/event-stream",
+    "none": "text/plain; charset=utf-8",
+}
+
+
+class LMIParameters(BaseModel):
+    """LMI's request parameters (unknown ones ignored, as the container does)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    max_new_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+    stop_sequences: list[str] | None = None
+    stop: list[str] | None = None
+    details: bool = False
+    decoder_input_details: bool = False
+    return_full_text: bool = False
+    truncate: int | None = None
+    ignore_eos_token: bool = False
+    ignore_eos: bool = False
+
+
+class LMIRequest(BaseModel):
+    """An LMI request body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: str
+    parameters: LMIParameters = LMIParameters()
+    stream: bool | None = None
+
+
+def parse_request(body: Any) -> LMIRequest:
+    """Validate an LMI body."""
+    try:
+        return LMIRequest.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise HTTPError(400, f"Invalid request: {where}: {err['msg']}", "validation") from None
+
+
+def sampling_params(p: LMIParameters, default_max_new_tokens: int) -> SamplingParams:
+    """Translate LMI parameters (``max_new_tokens`` defaults to 30 as in LMI)."""
+    do_sample = bool(
+        p.do_sample
+        or (p.temperature is not None and p.temperature != 1.0)
+        or (p.top_k is not None and p.top_k > 0)
+        or (p.top_p is not None and p.top_p < 1.0)
+        or (p.typical_p is not None and p.typical_p < 1.0)
+    )
+    return SamplingParams(
+        max_new_tokens=p.max_new_tokens or default_max_new_tokens,
+        do_sample=do_sample,
+        temperature=p.temperature,
+        top_k=p.top_k if p.top_k else None,
+        top_p=p.top_p,
+        typical_p=p.typical_p,
+        repetition_penalty=p.repetition_penalty,
+        frequency_penalty=p.frequency_penalty,
+        presence_penalty=p.presence_penalty,
+        seed=p.seed,
+        stop=list(p.stop_sequences or p.stop or []),
+        include_stop_str_in_output=True,
+        ignore_eos=p.ignore_eos_token or p.ignore_eos,
+    )
+
+
+def choose_formatter(configured: str, stream: bool | None) -> str:
+    """An explicit ``option.output_formatter`` wins; else ``stream`` picks jsonlines."""
+    if configured:
+        return configured
+    return "jsonlines" if stream else "json"
+
+
+def _finish(event: TokenEvent) -> str:
+    reason = event.finish_reason
+    if reason is FinishReason.CANCELLED:
+        return "abort"
+    return reason.value if reason else "length"
+
+
+class LMIStream:
+    """Renders engine events in one LMI output format."""
+
+    def __init__(self, formatter: str, jsonlines_format: str, details: bool, prefix: str) -> None:
+        self.formatter = formatter
+        self.jsonlines_format = jsonlines_format
+        self.details = details
+        self.prefix = prefix
+        self.started = False
+
+    def _token_line(self, event: TokenEvent) -> str:
+        body: dict[str, Any] = {
+            "token": {"id": event.id, "text": event.text, "log_prob": event.logprob}
+        }
+        if event.finish_reason is not None:
+            body["generated_text"] = self.prefix + (event.generated_text or "")
+            if self.details:
+                body["details"] = {
+                    "finish_reason": _finish(event),
+                    "generated_tokens": event.generated_tokens,
+                    "inputs": None,
+                    "tokens": None,
+                }
+        return json.dumps(body, ensure_ascii=False)
+
+    def render(self, event: TokenEvent) -> bytes:
+        """The bytes to send for one event."""
+        fmt = self.formatter
+        if fmt == "jsonlines":
+            if self.jsonlines_format == "outputs":
+                # Byte-for-byte LMI 0.23: json.dumps with its default separators and
+                # ASCII escapes, special tokens as "".
+                return (json.dumps({"outputs": [event.text]}) + "\n").encode()
+            return (self._token_line(event) + "\n").encode()
+        if fmt == "sse":
+            return ("data: " + self._token_line(event) + "\n\n").encode()
+        if fmt == "json":
+            piece = json.dumps(event.text)[1:-1]
+            if not self.started:
+                self.started = True
+                piece = '{"generated_text": "' + json.dumps(self.prefix)[1:-1] + piece
+            if event.finish_reason is not None:
+                piece += '"}'
+            return piece.encode()
+        return event.text.encode()
+
+    def render_error(self, message: str) -> bytes:
+        """LMI's in-band error for a stream that already answered 200."""
+        fmt = self.formatter
+        if fmt == "jsonlines" and self.jsonlines_format == "outputs":
+            return (json.dumps({"code": 424, "error": message}) + "\n").encode()
+        line = json.dumps(
+            {
+                "token": {"id": -1, "text": "", "log_prob": -1, "special_token": True},
+                "generated_text": "",
+                "details": {
+                    "finish_reason": "error",
+                    "generated_tokens": 0,
+                    "inputs": None,
+                    "tokens": None,
+                },
+                "error": message,
+            }
+        )
+        if fmt == "sse":
+            return ("data: " + line + "\n\n").encode()
+        if fmt == "json":
+            return (
+                ('{"generated_text": "' if not self.started else "") + '"}' + "\n" + line
+            ).encode()
+        return (line + "\n").encode()
+
+
+def error_body(status: int, message: str, error_type: str) -> dict:
+    """DJL Serving's error body."""
+    return {"code": status, "type": error_type, "message": message}
