@@ -39,6 +39,9 @@ class TorchRunner:
         self._mask: torch.Tensor | None = None  # [batch, cache_len], 1 for real tokens
         self._positions: torch.Tensor | None = None  # [batch], next position id per row
         self._needs_history = False
+        # True when some row has left padding; without any, the model may take its
+        # mask-free (causal) attention path, as a bare decode loop does.
+        self._padded = False
 
     # -- batch composition -------------------------------------------------------------
 
@@ -74,6 +77,7 @@ class TorchRunner:
             self.rows = list(rows)
             self._cache, self._mask, self._positions = cache, mask, positions
             self._needs_history = any(_penalised(r) for r in self.rows)
+            self._padded = not bool(mask.all())
             return
         assert self._mask is not None and self._positions is not None
         old_len, new_len = self._mask.shape[1], mask.shape[1]
@@ -97,6 +101,7 @@ class TorchRunner:
         self._positions = torch.cat([self._positions, positions])
         self.rows.extend(rows)
         self._needs_history = self._needs_history or any(_penalised(r) for r in rows)
+        self._padded = not bool(self._mask.all())
 
     def remove(self, rows: list) -> None:
         """Drop ``rows`` from the batch and free their cache."""
@@ -119,6 +124,7 @@ class TorchRunner:
         self._mask = mask[:, start:]
         self._positions = self._positions.index_select(0, index)
         self._needs_history = any(_penalised(r) for r in self.rows)
+        self._padded = not bool(self._mask.all())
 
     def reset(self) -> None:
         """Forget the whole batch (after an error, or when it empties)."""
@@ -137,7 +143,7 @@ class TorchRunner:
         self._mask = torch.cat([self._mask, ones], dim=1)
         out = self.model(
             input_ids=last,
-            attention_mask=self._mask,
+            attention_mask=self._mask if self._padded else None,
             position_ids=self._positions[:, None],
             use_cache=True,
             **{self._cache_arg: self._cache},

@@ -34,6 +34,7 @@ from streamhost.server.http import (
     SSE_HEADERS,
     HTTPError,
     json_response,
+    read_body,
     read_json,
     streaming_response,
     tgi_error,
@@ -454,11 +455,16 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
     # -- /invocations: sessions, then dispatch on the payload's shape ------------------------------
 
     async def invocations(request: Request) -> Response:
+        if server.custom is not None:
+            # A custom handler takes any bytes (images, audio), not only JSON.
+            if server.state != "ready":
+                raise EngineNotReady(server.error or "model is loading")
+            return await server.custom.invoke(
+                request, await read_body(request, config.payload_limit)
+            )
         body = await read_json(request, config.payload_limit)
         if isinstance(body, dict) and "requestType" in body:
             return session_request(body, request)
-        if server.custom is not None:
-            return await server.custom.invoke(request, body)
         if not isinstance(body, dict):
             raise HTTPError(
                 422,

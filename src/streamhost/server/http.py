@@ -35,8 +35,8 @@ def tgi_error(status: int, message: str, error_type: str) -> Response:
     return json_response({"error": message, "error_type": error_type}, status)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Read and parse a JSON body, refusing oversize (413) and malformed (400) ones."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read a body, refusing one over ``limit`` bytes (413) without buffering it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(
@@ -55,7 +55,12 @@ async def read_json(request: Request, limit: int) -> Any:
                 "payload_too_large",
             )
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Read and parse a JSON body, refusing oversize (413) and malformed (400) ones."""
+    raw = await read_body(request, limit)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
