@@ -1,0 +1,514 @@
+"""Verification of AWS Signature Version 4 on requests that reach the gateway.
+
+The signature is recomputed with botocore's own signer (``botocore.auth.SigV4Auth``) from the
+request exactly as it arrived, so the gateway accepts precisely what boto3 produces; no
+signing code is written here. Failures are named exceptions carrying the error code and
+message AWS sends for the same fault, for the API layers to render in their protocol.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote
+
+from botocore.auth import SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.compat import HTTPHeaders
+from botocore.credentials import Credentials
+
+from streamhost.gateway.errors import AwsError
+
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_MAX_SKEW",
+    "SERVICE",
+    "ClockSkewException",
+    "CredentialConflict",
+    "CredentialStore",
+    "CredentialsFileError",
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+    "PayloadHashMismatchException",
+    "Principal",
+    "SigV4Error",
+    "StoredCredential",
+    "UnrecognizedClientException",
+    "verify",
+]
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SCOPE_TERMINATOR = "aws4_request"
+# The signingName of both botocore models, ``sagemaker`` (control plane) and
+# ``sagemaker-runtime``: boto3 scopes runtime requests to "sagemaker" too.
+SERVICE = "sagemaker"
+DEFAULT_MAX_SKEW = timedelta(minutes=5)
+
+_SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+_ISO8601_BASIC = re.compile(r"\d{8}T\d{6}Z")
+# Only the path and query of the URL reach the canonical request; the origin is a placeholder
+# (http, so botocore never switches to its "unsigned payload over TLS" mode).
+_PLACEHOLDER_ORIGIN = "http://gateway.invalid"
+# Characters RFC 3986 leaves unencoded; what botocore's signer uses for query strings.
+_UNRESERVED = "-_.~"
+
+
+class SigV4Error(AwsError):
+    """An authentication failure, with the AWS error code and message to send back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        # 403, as the gateway issue specifies. Reports exist of SageMaker's front end using
+        # 400 for some of these (JuliaCloud/AWS.jl#334, aws/amazon-sagemaker-operator-for-k8s#99);
+        # botocore retries neither, and clients key on the error code, not the status.
+        super().__init__(code, message, status=403)
+
+
+class MissingAuthenticationTokenException(SigV4Error):
+    """The request carries no ``Authorization`` header."""
+
+    def __init__(self, message: str = "Missing Authentication Token") -> None:
+        super().__init__("MissingAuthenticationTokenException", message)
+
+
+class IncompleteSignatureException(SigV4Error):
+    """The ``Authorization`` header or the request date is malformed or incomplete."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("IncompleteSignatureException", message)
+
+
+class UnrecognizedClientException(SigV4Error):
+    """The access key id (or its session token) is not one the gateway knows."""
+
+    def __init__(
+        self, message: str = "The security token included in the request is invalid."
+    ) -> None:
+        super().__init__("UnrecognizedClientException", message)
+
+
+class InvalidSignatureException(SigV4Error):
+    """The signature, its scope or its date does not check out."""
+
+    def __init__(self, message: str = _SIGNATURE_MISMATCH) -> None:
+        super().__init__("InvalidSignatureException", message)
+
+
+class ClockSkewException(InvalidSignatureException):
+    """The request was signed too long ago or too far in the future."""
+
+
+class PayloadHashMismatchException(InvalidSignatureException):
+    """``x-amz-content-sha256`` does not match the body that arrived."""
+
+
+class CredentialsFileError(ValueError):
+    """A shared-credentials file could not be read or holds no key pairs."""
+
+
+class CredentialConflict(ValueError):
+    """One access key id was given two different secrets."""
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """A key pair the gateway accepts, and where it came from."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who signed a verified request, and for which scope."""
+
+    access_key_id: str
+    profile: str | None
+    region: str
+    service: str
+    signed_at: datetime
+
+
+class CredentialStore:
+    """Access key id → secret key for every caller the gateway accepts."""
+
+    def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        self._credentials: dict[str, StoredCredential] = {}
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        for access_key_id, secret_access_key in items:
+            self.add(access_key_id, secret_access_key)
+
+    @classmethod
+    def from_shared_credentials_file(cls, path: str | os.PathLike[str]) -> CredentialStore:
+        """Build a store accepting the key pair of every profile in an AWS credentials file."""
+        store = cls()
+        store.load_shared_credentials_file(path)
+        return store
+
+    def add(
+        self,
+        access_key_id: str,
+        secret_access_key: str,
+        *,
+        session_token: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        """Accept this key pair; with a session token, requests must also carry that token."""
+        credential = StoredCredential(access_key_id, secret_access_key, session_token, profile)
+        existing = self._credentials.get(access_key_id)
+        if existing is not None:
+            if (existing.secret_access_key, existing.session_token) != (
+                secret_access_key,
+                session_token,
+            ):
+                raise CredentialConflict(
+                    f"Access key id {access_key_id!r} is given two different secrets"
+                )
+            return
+        self._credentials[access_key_id] = credential
+
+    def load_shared_credentials_file(self, path: str | os.PathLike[str]) -> int:
+        """Add every profile's key pair from an AWS shared-credentials file; return how many."""
+        # No interpolation: secret keys may contain '%'.
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as file:
+                parser.read_file(file)
+        except (OSError, UnicodeDecodeError, configparser.Error) as error:
+            raise CredentialsFileError(f"Cannot read credentials file {path}: {error}") from error
+        loaded = 0
+        for profile in parser.sections():
+            section = parser[profile]
+            access_key_id = section.get("aws_access_key_id", "").strip()
+            secret_access_key = section.get("aws_secret_access_key", "").strip()
+            if not access_key_id or not secret_access_key:
+                continue  # e.g. a profile that only sets a region or a role to assume
+            # aws_security_token is the name older boto and the CLI still accept.
+            token = section.get("aws_session_token") or section.get("aws_security_token")
+            self.add(
+                access_key_id,
+                secret_access_key,
+                session_token=token.strip() if token else None,
+                profile=profile,
+            )
+            loaded += 1
+        if not loaded:
+            raise CredentialsFileError(f"No profile in {path} has a complete key pair")
+        return loaded
+
+    def lookup(self, access_key_id: str) -> StoredCredential | None:
+        """The credential for this access key id, or None if it is unknown."""
+        return self._credentials.get(access_key_id)
+
+    def __contains__(self, access_key_id: object) -> bool:
+        return access_key_id in self._credentials
+
+    def __len__(self) -> int:
+        return len(self._credentials)
+
+
+@dataclass(frozen=True)
+class _Authorization:
+    access_key_id: str
+    scope_date: str
+    region: str
+    service: str
+    terminator: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+class _ClientSigner(SigV4Auth):
+    """botocore's SigV4 signer, signing exactly the headers the client said it signed."""
+
+    def __init__(
+        self, credentials: Credentials, service: str, region: str, signed_headers: Iterable[str]
+    ) -> None:
+        super().__init__(credentials, service, region)
+        self._signed_headers = tuple(signed_headers)
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        # botocore picks "all headers but a blocklist, plus host from the URL" because it is
+        # about to send the request; here the client has already chosen, in SignedHeaders.
+        selected = HTTPHeaders()
+        for name in self._signed_headers:
+            value = request.headers.get(name)
+            if value is not None:
+                selected[name] = value
+        return selected
+
+
+def verify(
+    method: str,
+    url_path_with_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    store: CredentialStore,
+    now: datetime | None = None,
+    max_skew: timedelta | float = DEFAULT_MAX_SKEW,
+    service: str | None = SERVICE,
+    allow_unsigned_payload: bool = False,
+) -> Principal:
+    """Check a request's SigV4 ``Authorization`` header and return who signed it.
+
+    ``url_path_with_query`` is the raw request target, percent-encoding intact (ASGI
+    ``raw_path`` + ``?`` + ``query_string``); ``service=None`` accepts any scoped service.
+    """
+    header_map = _lowercase_headers(headers)
+    authorization_value = header_map.get("authorization", "").strip()
+    if not authorization_value:
+        raise MissingAuthenticationTokenException()
+    authorization = _parse_authorization(authorization_value, header_map)
+    signed_at = _request_time(header_map)
+    _check_clock(signed_at, now, max_skew)
+    _check_scope(authorization, signed_at, service)
+
+    credential = store.lookup(authorization.access_key_id)
+    if credential is None:
+        raise UnrecognizedClientException()
+    if credential.session_token is not None:
+        token = header_map.get("x-amz-security-token", "")
+        if not hmac.compare_digest(token.encode(), credential.session_token.encode()):
+            raise UnrecognizedClientException()
+
+    _check_payload_hash(header_map.get("x-amz-content-sha256"), body, allow_unsigned_payload)
+
+    expected, canonical_request, string_to_sign = _expected_signature(
+        method,
+        url_path_with_query,
+        header_map,
+        body,
+        authorization,
+        credential,
+        signed_at.strftime(SIGV4_TIMESTAMP),
+    )
+    if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
+        # AWS explains itself the same way; neither string contains a secret.
+        raise InvalidSignatureException(
+            f"{_SIGNATURE_MISMATCH}\n\n"
+            f"The Canonical String for this request should have been\n'{canonical_request}'\n\n"
+            f"The String-to-Sign should have been\n'{string_to_sign}'\n"
+        )
+    return Principal(
+        access_key_id=credential.access_key_id,
+        profile=credential.profile,
+        region=authorization.region,
+        service=authorization.service,
+        signed_at=signed_at,
+    )
+
+
+def _lowercase_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    lowered: dict[str, str] = {}
+    # items() rather than a dict copy: multi-valued mappings (Starlette's Headers, http.server's
+    # message) list a repeated header once per value, and SigV4 joins those with commas.
+    for name, value in headers.items():
+        key = name.lower()
+        lowered[key] = f"{lowered[key]},{value}" if key in lowered else value
+    return lowered
+
+
+def _parse_authorization(value: str, headers: Mapping[str, str]) -> _Authorization:
+    algorithm, _, rest = value.partition(" ")
+    parameters: dict[str, str] = {}
+    for part in rest.split(","):
+        key, equals, parameter = part.strip().partition("=")
+        if equals:
+            parameters[key] = parameter.strip()
+    problems = [
+        f"Authorization header requires '{name}' parameter."
+        for name in ("Credential", "Signature", "SignedHeaders")
+        if not parameters.get(name)
+    ]
+    if "x-amz-date" not in headers and "date" not in headers:
+        problems.append(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
+    if problems:
+        raise IncompleteSignatureException(" ".join([*problems, f"Authorization={value}"]))
+    if algorithm != ALGORITHM:
+        raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algorithm}'")
+
+    credential = parameters["Credential"]
+    scope = credential.split("/")
+    if len(scope) != 5:
+        raise IncompleteSignatureException(
+            "Credential must have exactly 5 slash-delimited elements, "
+            f"e.g. keyid/date/region/service/term, got '{credential}'"
+        )
+    signed_headers = tuple(name.lower() for name in parameters["SignedHeaders"].split(";"))
+    if "host" not in signed_headers:
+        raise IncompleteSignatureException(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+        )
+    access_key_id, scope_date, region, service, terminator = scope
+    return _Authorization(
+        access_key_id=access_key_id,
+        scope_date=scope_date,
+        region=region,
+        service=service,
+        terminator=terminator,
+        signed_headers=signed_headers,
+        signature=parameters["Signature"],
+    )
+
+
+def _request_time(headers: Mapping[str, str]) -> datetime:
+    amz_date = headers.get("x-amz-date")
+    if amz_date is not None:
+        amz_date = amz_date.strip()
+        try:
+            if not _ISO8601_BASIC.fullmatch(amz_date):
+                raise ValueError(amz_date)
+            return datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise IncompleteSignatureException(
+                f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. "
+                "See http://en.wikipedia.org/wiki/ISO_8601"
+            ) from None
+    # botocore signs with the Date header instead when a request already has one.
+    date = headers["date"]
+    try:
+        parsed = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        raise IncompleteSignatureException(
+            f"Date must be in RFC 1123 format when X-Amz-Date is absent. Got '{date}'."
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _check_clock(signed_at: datetime, now: datetime | None, max_skew: timedelta | float) -> None:
+    skew = max_skew if isinstance(max_skew, timedelta) else timedelta(seconds=max_skew)
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    skew_text = _duration_text(skew)
+    earliest, latest = now - skew, now + skew
+    if signed_at < earliest:
+        raise ClockSkewException(
+            f"Signature expired: {_stamp(signed_at)} is now earlier than {_stamp(earliest)} "
+            f"({_stamp(now)} - {skew_text}.)"
+        )
+    if signed_at > latest:
+        raise ClockSkewException(
+            f"Signature not yet current: {_stamp(signed_at)} is still later than "
+            f"{_stamp(latest)} ({_stamp(now)} + {skew_text}.)"
+        )
+
+
+def _check_scope(authorization: _Authorization, signed_at: datetime, service: str | None) -> None:
+    problems = []
+    if not authorization.region:
+        problems.append("Credential should be scoped to a valid region, not ''.")
+    if service is not None and authorization.service != service:
+        problems.append(f"Credential should be scoped to correct service: '{service}'.")
+    if authorization.terminator != SCOPE_TERMINATOR:
+        problems.append(
+            f"Credential should be scoped with a valid terminator: '{SCOPE_TERMINATOR}', "
+            f"not '{authorization.terminator}'."
+        )
+    request_date = signed_at.strftime("%Y%m%d")
+    if authorization.scope_date != request_date:
+        problems.append(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
+            f"from HTTP: '{authorization.scope_date}' != '{request_date}', "
+            f"from '{_stamp(signed_at)}'."
+        )
+    if problems:
+        # AWS ends each sentence with a space, trailing one included ("... 'sagemaker'. ").
+        raise InvalidSignatureException("".join(f"{problem} " for problem in problems))
+
+
+def _check_payload_hash(declared: str | None, body: bytes, allow_unsigned: bool) -> None:
+    # Without this check a signed x-amz-content-sha256 header would vouch for any body: the
+    # canonical request uses the header's value, not a hash of what arrived.
+    if declared is None:
+        return
+    declared = declared.strip()
+    if declared == UNSIGNED_PAYLOAD:
+        if allow_unsigned:
+            return
+        raise PayloadHashMismatchException(
+            "This endpoint requires a signed payload; "
+            f"'x-amz-content-sha256: {UNSIGNED_PAYLOAD}' is not accepted."
+        )
+    actual = hashlib.sha256(body).hexdigest()
+    if not hmac.compare_digest(declared.lower().encode(), actual.encode()):
+        raise PayloadHashMismatchException(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
+
+
+def _canonical_query(query: str) -> str:
+    # Decode then re-encode each name and value the way botocore's signer encodes its own
+    # parameters, so any client's choice of escapes gives the same canonical query; botocore
+    # then sorts the pairs.
+    pairs = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        pairs.append(
+            f"{quote(unquote(name), safe=_UNRESERVED)}={quote(unquote(value), safe=_UNRESERVED)}"
+        )
+    return "&".join(pairs)
+
+
+def _expected_signature(
+    method: str,
+    url_path_with_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    authorization: _Authorization,
+    credential: StoredCredential,
+    timestamp: str,
+) -> tuple[str, str, str]:
+    path, _, query = url_path_with_query.partition("?")
+    canonical_query = _canonical_query(query)
+    url = _PLACEHOLDER_ORIGIN + path + (f"?{canonical_query}" if canonical_query else "")
+    request = AWSRequest(
+        method=method,
+        url=url,
+        data=body,
+        headers={name: headers[name] for name in authorization.signed_headers if name in headers},
+    )
+    # SigV4Auth.add_auth would stamp the current time here; the request's own time is the one
+    # that was signed.
+    request.context["timestamp"] = timestamp
+    signer = _ClientSigner(
+        Credentials(
+            credential.access_key_id, credential.secret_access_key, credential.session_token
+        ),
+        authorization.service,
+        authorization.region,
+        authorization.signed_headers,
+    )
+    canonical_request = signer.canonical_request(request)
+    string_to_sign = signer.string_to_sign(request, canonical_request)
+    return signer.signature(string_to_sign, request), canonical_request, string_to_sign
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(SIGV4_TIMESTAMP)
+
+
+def _duration_text(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} sec"

@@ -1,0 +1,460 @@
+"""SigV4 verification against requests signed by botocore exactly as boto3 signs them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.auth
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from streamhost.gateway.errors import AwsError
+from streamhost.gateway.sigv4 import (
+    ClockSkewException,
+    CredentialConflict,
+    CredentialsFileError,
+    CredentialStore,
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    PayloadHashMismatchException,
+    SigV4Error,
+    UnrecognizedClientException,
+    verify,
+)
+
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+ENDPOINT_URL = "http://127.0.0.1:8080"
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """A request as the gateway receives it: raw target, headers (Host included), body."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    def verify(self, store: CredentialStore, **kwargs):
+        return verify(self.method, self.target, self.headers, self.body, store=store, **kwargs)
+
+
+class Captured(Exception):
+    """Raised from botocore's before-send hook to stop a call once it is signed."""
+
+    def __init__(self, request) -> None:
+        super().__init__()
+        self.request = request
+
+
+def _capture(request, **_kwargs):
+    raise Captured(request)
+
+
+def received(method: str, url: str, headers, body: bytes | None) -> SignedRequest:
+    """What the server sees: urllib3 adds Host from the URL (port kept unless default)."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    as_text = {
+        name: value.decode() if isinstance(value, bytes) else value
+        for name, value in headers.items()
+    }
+    as_text.setdefault("Host", parts.netloc)
+    return SignedRequest(method, target, as_text, body or b"")
+
+
+def boto3_request(
+    service: str,
+    call: Callable,
+    *,
+    secret_key: str = SECRET_KEY,
+    access_key: str = ACCESS_KEY,
+    session_token: str | None = None,
+) -> SignedRequest:
+    """Sign a request with a real boto3 client and return it as it would go on the wire."""
+    session = boto3.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        region_name="eu-west-1",
+    )
+    client = session.client(service, endpoint_url=ENDPOINT_URL)
+    client.meta.events.register("before-send", _capture)
+    with pytest.raises(Captured) as captured:
+        call(client)
+    request = captured.value.request
+    return received(request.method, request.url, request.headers, request.body)
+
+
+def botocore_signed(
+    url: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    service: str = "sagemaker",
+) -> SignedRequest:
+    """Sign an arbitrary request with botocore's SigV4Auth, as boto3 would sign it."""
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers or {})
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), service, "us-east-1").add_auth(request)
+    return received(request.method, request.url, request.headers, body)
+
+
+def invoke_endpoint(client) -> None:
+    client.invoke_endpoint(
+        EndpointName="my endpoint/ünïcode:1",
+        Body=b'{"inputs": "Hello"}',
+        ContentType="application/json",
+        Accept="application/json",
+        CustomAttributes="trace=1",
+    )
+
+
+def create_model(client) -> None:
+    client.create_model(
+        ModelName="tiny",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/streamhost",
+        PrimaryContainer={"Image": "streamhost:latest", "Environment": {"HF_MODEL_ID": "tiny"}},
+    )
+
+
+@pytest.fixture
+def store() -> CredentialStore:
+    return CredentialStore({ACCESS_KEY: SECRET_KEY})
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """Pin the time botocore signs with (it reads botocore.auth.get_current_datetime)."""
+    signed_at = datetime(2024, 1, 1, 0, 0, 0)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at)
+    return signed_at.replace(tzinfo=timezone.utc)
+
+
+def test_runtime_invoke_endpoint_signed_by_boto3_verifies(store):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    assert "%C3%BC" in request.target  # the endpoint name really needed encoding
+    principal = request.verify(store)
+    assert principal.access_key_id == ACCESS_KEY
+    assert (principal.region, principal.service) == ("eu-west-1", "sagemaker")
+
+
+def test_control_plane_create_model_signed_by_boto3_verifies(store):
+    request = boto3_request("sagemaker", create_model)
+    assert request.headers["X-Amz-Target"] == "SageMaker.CreateModel"
+    assert request.verify(store).service == "sagemaker"
+
+
+def test_query_string_is_canonicalised_like_botocore(store):
+    url = f"{ENDPOINT_URL}/endpoints/my%20ep/invocations?z=1&a=2&a=1&slash=%2F&empty=&flag"
+    request = botocore_signed(url, body=b"{}")
+    assert request.verify(store).access_key_id == ACCESS_KEY
+
+
+def test_query_string_with_other_escaping_style_still_verifies(store):
+    request = botocore_signed(f"{ENDPOINT_URL}/path?name=a%3Ab&tilde=x~y")
+    # Same parameters, escaped differently by some other client on the way.
+    relaxed = replace(request, target="/path?tilde=x%7Ey&name=a:b")
+    assert relaxed.verify(store).access_key_id == ACCESS_KEY
+
+
+def test_date_header_instead_of_x_amz_date_verifies(store):
+    request = botocore_signed(
+        f"{ENDPOINT_URL}/", body=b"{}", headers={"Date": "Mon, 01 Jan 2024 00:00:00 GMT"}
+    )
+    assert "X-Amz-Date" not in request.headers
+    assert request.verify(store)
+
+
+def test_wrong_secret_is_invalid_signature(store):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint, secret_key="not-the-secret")
+    with pytest.raises(InvalidSignatureException) as raised:
+        request.verify(store)
+    error = raised.value
+    assert error.code == "InvalidSignatureException"
+    assert error.message.startswith(SIGNATURE_MISMATCH)
+    assert "The Canonical String for this request should have been" in error.message
+
+
+def test_altered_body_is_invalid_signature(store):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    with pytest.raises(InvalidSignatureException):
+        replace(request, body=b'{"inputs": "Goodbye"}').verify(store)
+
+
+def test_altered_host_is_invalid_signature(store):
+    request = boto3_request("sagemaker", create_model)
+    with pytest.raises(InvalidSignatureException):
+        replace(request, headers={**request.headers, "Host": "127.0.0.1:9090"}).verify(store)
+
+
+def test_altered_path_is_invalid_signature(store):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    other = request.target.replace("my%20endpoint", "other")
+    with pytest.raises(InvalidSignatureException):
+        replace(request, target=other).verify(store)
+
+
+def test_body_not_matching_signed_content_sha256_is_payload_hash_mismatch(store):
+    body = b'{"a": 1}'
+    request = botocore_signed(
+        f"{ENDPOINT_URL}/",
+        body=body,
+        headers={"X-Amz-Content-SHA256": botocore.auth.sha256(body).hexdigest()},
+    )
+    assert request.verify(store)
+    with pytest.raises(PayloadHashMismatchException) as raised:
+        replace(request, body=b'{"a": 2}').verify(store)
+    assert raised.value.code == "InvalidSignatureException"
+    assert "x-amz-content-sha256" in raised.value.message
+
+
+def test_unsigned_payload_is_refused_unless_allowed(store):
+    request = botocore_signed(
+        f"{ENDPOINT_URL}/", body=b"{}", headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
+    )
+    with pytest.raises(PayloadHashMismatchException):
+        request.verify(store)
+    assert request.verify(store, allow_unsigned_payload=True)
+
+
+def test_unknown_access_key_is_unrecognized_client(store):
+    request = boto3_request("sagemaker", create_model, access_key="AKIDUNKNOWN")
+    with pytest.raises(UnrecognizedClientException) as raised:
+        request.verify(store)
+    assert raised.value.code == "UnrecognizedClientException"
+    assert raised.value.message == "The security token included in the request is invalid."
+
+
+def test_no_authorization_header_is_missing_authentication_token(store):
+    with pytest.raises(MissingAuthenticationTokenException) as raised:
+        verify("POST", "/", {"Host": "127.0.0.1:8080"}, b"{}", store=store)
+    assert raised.value.code == "MissingAuthenticationTokenException"
+    assert raised.value.message == "Missing Authentication Token"
+
+
+def test_auth_errors_are_aws_errors_with_sagemaker_status():
+    for error in (
+        MissingAuthenticationTokenException(),
+        UnrecognizedClientException(),
+        InvalidSignatureException(),
+        IncompleteSignatureException("x"),
+        ClockSkewException("x"),
+    ):
+        assert isinstance(error, AwsError)
+        assert error.status == 403
+        assert error.to_response() == {"__type": error.code, "message": error.message}
+
+
+def test_request_signed_20_minutes_ago_has_expired(store, frozen_clock):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    with pytest.raises(ClockSkewException) as raised:
+        request.verify(store, now=frozen_clock + timedelta(minutes=20))
+    assert raised.value.code == "InvalidSignatureException"
+    assert raised.value.message == (
+        "Signature expired: 20240101T000000Z is now earlier than 20240101T001500Z "
+        "(20240101T002000Z - 5 min.)"
+    )
+
+
+def test_request_signed_20_minutes_ahead_is_not_yet_current(store, frozen_clock):
+    request = boto3_request("sagemaker", create_model)
+    with pytest.raises(ClockSkewException) as raised:
+        request.verify(store, now=frozen_clock - timedelta(minutes=20))
+    assert raised.value.message == (
+        "Signature not yet current: 20240101T000000Z is still later than 20231231T234500Z "
+        "(20231231T234000Z + 5 min.)"
+    )
+
+
+def test_request_within_skew_verifies(store, frozen_clock):
+    request = boto3_request("sagemaker", create_model)
+    assert request.verify(store, now=frozen_clock + timedelta(minutes=4, seconds=59))
+    assert request.verify(store, now=frozen_clock - timedelta(minutes=4), max_skew=300)
+
+
+def test_credential_scoped_to_another_service_is_invalid_signature(store):
+    request = botocore_signed(f"{ENDPOINT_URL}/", body=b"{}", service="execute-api")
+    with pytest.raises(InvalidSignatureException) as raised:
+        request.verify(store)
+    assert raised.value.message == "Credential should be scoped to correct service: 'sagemaker'. "
+    assert request.verify(store, service=None).service == "execute-api"
+
+
+def test_malformed_authorization_is_incomplete_signature(store):
+    headers = {"Host": "127.0.0.1:8080", "Authorization": "AWS4-HMAC-SHA256 Credential=AKID"}
+    with pytest.raises(IncompleteSignatureException) as raised:
+        verify("POST", "/", headers, b"", store=store)
+    assert raised.value.message == (
+        "Authorization header requires 'Signature' parameter. "
+        "Authorization header requires 'SignedHeaders' parameter. "
+        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+        "Authorization=AWS4-HMAC-SHA256 Credential=AKID"
+    )
+
+
+def test_headers_are_matched_case_insensitively(store):
+    request = boto3_request("sagemaker", create_model)
+    lowered = {name.lower(): value for name, value in request.headers.items()}
+    assert replace(request, headers=lowered).verify(store)
+
+
+def test_session_token_must_match_when_the_store_has_one():
+    store = CredentialStore()
+    store.add(ACCESS_KEY, SECRET_KEY, session_token="token-1")
+    good = boto3_request("sagemaker", create_model, session_token="token-1")
+    assert "X-Amz-Security-Token" in good.headers
+    assert good.verify(store)
+    wrong = boto3_request("sagemaker", create_model, session_token="token-2")
+    with pytest.raises(UnrecognizedClientException):
+        wrong.verify(store)
+
+
+CREDENTIALS_FILE = """\
+[default]
+aws_access_key_id = AKIDDEFAULT
+aws_secret_access_key = default/secret+with%percent
+
+[profile-two]
+aws_access_key_id=AKIDTWO
+aws_secret_access_key=second-secret
+
+[region-only]
+region = us-east-1
+"""
+
+
+def test_every_profile_of_a_credentials_file_is_accepted(tmp_path):
+    path = tmp_path / "credentials"
+    path.write_text(CREDENTIALS_FILE)
+    store = CredentialStore.from_shared_credentials_file(path)
+    assert len(store) == 2
+    default = boto3_request(
+        "sagemaker",
+        create_model,
+        access_key="AKIDDEFAULT",
+        secret_key="default/secret+with%percent",
+    )
+    two = boto3_request(
+        "sagemaker-runtime", invoke_endpoint, access_key="AKIDTWO", secret_key="second-secret"
+    )
+    assert default.verify(store).profile == "default"
+    assert two.verify(store).profile == "profile-two"
+
+
+def test_credentials_file_without_key_pairs_is_an_error(tmp_path):
+    path = tmp_path / "credentials"
+    path.write_text("[default]\nregion = us-east-1\n")
+    with pytest.raises(CredentialsFileError):
+        CredentialStore.from_shared_credentials_file(path)
+    with pytest.raises(CredentialsFileError):
+        CredentialStore.from_shared_credentials_file(tmp_path / "missing")
+
+
+def test_one_key_with_two_secrets_is_a_conflict():
+    store = CredentialStore({ACCESS_KEY: SECRET_KEY})
+    store.add(ACCESS_KEY, SECRET_KEY)  # the same pair again is fine
+    with pytest.raises(CredentialConflict):
+        store.add(ACCESS_KEY, "another-secret")
+
+
+class VerifyingHandler(BaseHTTPRequestHandler):
+    """Verifies each POST with sigv4.verify and reports what it saw, as JSON."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        store = self.server.store  # type: ignore[attr-defined]
+        try:
+            principal = verify(self.command, self.path, self.headers, body, store=store)
+        except SigV4Error as error:
+            status = error.status
+            payload = error.to_response()
+            extra = {"x-amzn-ErrorType": error.code}
+        else:
+            status, extra = 200, {}
+            payload = {
+                "Endpoints": [],
+                "AccessKeyId": principal.access_key_id,
+                "Host": self.headers["Host"],
+                "Path": self.path,
+            }
+        encoded = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(encoded)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def verifying_server(store):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), VerifyingHandler)
+    server.store = store  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def real_client(service: str, endpoint_url: str, secret_key: str = SECRET_KEY):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def test_boto3_over_a_real_socket_verifies(verifying_server):
+    runtime = real_client("sagemaker-runtime", verifying_server)
+    response = runtime.invoke_endpoint(
+        EndpointName="my endpoint/ü", Body=b'{"inputs": "hi"}', ContentType="application/json"
+    )
+    seen = json.loads(response["Body"].read())
+    assert seen["AccessKeyId"] == ACCESS_KEY
+    assert seen["Host"] == verifying_server.removeprefix("http://")  # the port is in Host
+    assert seen["Path"] == "/endpoints/my%20endpoint%2F%C3%BC/invocations"
+
+    control = real_client("sagemaker", verifying_server)
+    assert control.list_endpoints()["Endpoints"] == []
+
+
+def test_boto3_with_wrong_secret_gets_invalid_signature_over_a_real_socket(verifying_server):
+    runtime = real_client("sagemaker-runtime", verifying_server, secret_key="wrong")
+    with pytest.raises(ClientError) as raised:
+        runtime.invoke_endpoint(EndpointName="default", Body=b"{}")
+    error = raised.value.response["Error"]
+    assert error["Code"] == "InvalidSignatureException"
+    assert error["Message"].startswith(SIGNATURE_MISMATCH)
+
+    control = real_client("sagemaker", verifying_server, secret_key="wrong")
+    with pytest.raises(ClientError) as raised:
+        control.list_endpoints()
+    assert raised.value.response["Error"]["Code"] == "InvalidSignatureException"
