@@ -38,9 +38,16 @@ class Vocab:
 
     def __post_init__(self) -> None:
         self._texts: dict[int, str] = {}
+        # The detokenizer decodes twice per token: call the Rust tokenizer directly (4x
+        # faster than the Python wrapper) when the wrapper would add nothing to its output.
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        cleans = getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
+        self._backend = backend if backend is not None and not cleans else None
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         """Decode ids to text."""
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def token_text(self, token_id: int) -> str:
