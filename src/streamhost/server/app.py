@@ -305,6 +305,31 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
 
     # -- OpenAI --------------------------------------------------------------------------------
 
+    def openai_stream(
+        stream, renderer: openai.ChatStream, remember: Callable[[TokenEvent], None] | None
+    ) -> Response:
+        """An OpenAI SSE response: chunks per event, in-band errors, then ``[DONE]``."""
+
+        def render_event(event: TokenEvent) -> bytes:
+            if remember is not None:
+                remember(event)
+            if event.error is not None:
+                return openai.stream_error(f"Request failed during generation: {event.error}")
+            return renderer.render(event)
+
+        return _count(
+            server,
+            streaming_response(
+                stream,
+                render_event,
+                media_type="text/event-stream",
+                keepalive=b": keep-alive\n\n",
+                interval=config.keepalive_interval,
+                headers=SSE_HEADERS,
+                tail=lambda: openai.DONE,
+            ),
+        )
+
     async def chat(body: Any, request: Request) -> Response:
         req = openai.parse(openai.ChatRequest, body)
         session = server.session_for(request)
@@ -328,24 +353,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             renderer = openai.ChatStream(model, include_usage, stream.input_length, req.logprobs)
 
-            def render_event(event: TokenEvent) -> bytes:
-                remember(event)
-                if event.error is not None:
-                    return openai.stream_error(f"Request failed during generation: {event.error}")
-                return renderer.render(event)
-
-            return _count(
-                server,
-                streaming_response(
-                    stream,
-                    render_event,
-                    media_type="text/event-stream",
-                    keepalive=b": keep-alive\n\n",
-                    interval=config.keepalive_interval,
-                    headers=SSE_HEADERS,
-                    tail=lambda: openai.DONE,
-                ),
-            )
+            return openai_stream(stream, renderer, remember)
         events = await _collect(stream)
         remember(events[-1])
         if events[-1].error is not None:
@@ -372,23 +380,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             renderer = openai.CompletionStream(model, include_usage, stream.input_length, False)
 
-            def render_event(event: TokenEvent) -> bytes:
-                if event.error is not None:
-                    return openai.stream_error(f"Request failed during generation: {event.error}")
-                return renderer.render(event)
-
-            return _count(
-                server,
-                streaming_response(
-                    stream,
-                    render_event,
-                    media_type="text/event-stream",
-                    keepalive=b": keep-alive\n\n",
-                    interval=config.keepalive_interval,
-                    headers=SSE_HEADERS,
-                    tail=lambda: openai.DONE,
-                ),
-            )
+            return openai_stream(stream, renderer, None)
         events = await _collect(stream)
         if events[-1].error is not None:
             raise HTTPError(
