@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -13,6 +14,13 @@ from streamhost.engine import RequestStream, TokenEvent
 
 JSON = "application/json"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def describe_error(exc: PydanticValidationError) -> str:
+    """``field.path: message`` for the first problem pydantic found in a body."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
 
 
 class HTTPError(Exception):

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from streamhost.engine import FinishReason, SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError
+from streamhost.server.http import HTTPError, describe_error
+from streamhost.server.tgi import implies_sampling
 
 CONTENT_TYPES = {
     "jsonlines": "application/jsonlines",
@@ -71,20 +72,13 @@ def parse_request(body: Any) -> LMIRequest:
     try:
         return LMIRequest.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise HTTPError(400, f"Invalid request: {where}: {err['msg']}", "validation") from None
+        raise HTTPError(400, f"Invalid request: {describe_error(exc)}", "validation") from None
 
 
 def sampling_params(p: LMIParameters, default_max_new_tokens: int) -> SamplingParams:
     """Translate LMI parameters (``max_new_tokens`` defaults to 30 as in LMI)."""
-    do_sample = bool(
-        p.do_sample
-        or (p.temperature is not None and p.temperature != 1.0)
-        or (p.top_k is not None and p.top_k > 0)
-        or (p.top_p is not None and p.top_p < 1.0)
-        or (p.typical_p is not None and p.typical_p < 1.0)
-    )
+    # lmi-dist chose tokens as TGI does; LMI's top_k of 0 means "off".
+    do_sample = implies_sampling(p.do_sample, p.temperature, p.top_k or None, p.top_p, p.typical_p)
     return SamplingParams(
         max_new_tokens=p.max_new_tokens or default_max_new_tokens,
         do_sample=do_sample,

@@ -10,7 +10,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from streamhost.engine import FinishReason, SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError
+from streamhost.server.http import HTTPError, describe_error
 
 
 class StreamOptions(BaseModel):
@@ -61,9 +61,7 @@ def parse(model: type[BaseModel], body: Any) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise HTTPError(400, f"{where}: {err['msg']}", "invalid_request_error") from None
+        raise HTTPError(400, describe_error(exc), "invalid_request_error") from None
 
 
 def sampling_params(req: _Common, top_n: int = 0) -> SamplingParams:

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from streamhost.engine import SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError
+from streamhost.server.http import HTTPError, describe_error
 
 
 class Grammar(BaseModel):
@@ -62,26 +62,35 @@ def parse_request(body: Any) -> TGIRequest:
     try:
         return TGIRequest.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
         raise HTTPError(
             422,
-            f"Failed to deserialize the JSON body into the target type: {where}: {err['msg']}",
+            f"Failed to deserialize the JSON body into the target type: {describe_error(exc)}",
             "validation",
         ) from None
+
+
+def implies_sampling(
+    do_sample: bool,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    typical_p: float | None,
+) -> bool:
+    """TGI's token chooser samples when asked to, or when any warper is set."""
+    return bool(
+        do_sample
+        or (temperature is not None and temperature != 1.0)
+        or top_k is not None
+        or (top_p is not None and top_p < 1.0)
+        or (typical_p is not None and typical_p < 1.0)
+    )
 
 
 def sampling_params(p: TGIParameters) -> SamplingParams:
     """Translate TGI parameters: any warper switches sampling on, as TGI's chooser does."""
     if p.grammar is not None:
         raise HTTPError(422, "Input validation error: grammar is not supported", "validation")
-    do_sample = bool(
-        p.do_sample
-        or (p.temperature is not None and p.temperature != 1.0)
-        or p.top_k is not None
-        or (p.top_p is not None and p.top_p < 1.0)
-        or (p.typical_p is not None and p.typical_p < 1.0)
-    )
+    do_sample = implies_sampling(p.do_sample, p.temperature, p.top_k, p.top_p, p.typical_p)
     return SamplingParams(
         max_new_tokens=p.max_new_tokens,
         do_sample=do_sample,
