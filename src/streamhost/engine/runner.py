@@ -70,7 +70,7 @@ class TorchRunner:
         )
         next_positions = mask.sum(-1)
         self._merge(rows, cache, mask, next_positions)
-        return self._select(out.logits[:, -1, :], rows)
+        return self._select(out.logits[:, -1, :], rows, any(_penalised(r) for r in rows))
 
     def _merge(self, rows: list, cache, mask: torch.Tensor, positions: torch.Tensor) -> None:
         if self._cache is None or not self.rows:
@@ -130,6 +130,7 @@ class TorchRunner:
         """Forget the whole batch (after an error, or when it empties)."""
         self.rows = []
         self._cache = self._mask = self._positions = None
+        self._needs_history = self._padded = False
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -149,11 +150,12 @@ class TorchRunner:
             **{self._cache_arg: self._cache},
         )
         self._positions = self._positions + 1
-        return self._select(out.logits[:, -1, :], self.rows)
+        return self._select(out.logits[:, -1, :], self.rows, self._needs_history)
 
-    def _select(self, logits: torch.Tensor, rows: list) -> list[Sample]:
+    def _select(self, logits: torch.Tensor, rows: list, penalised: bool) -> list[Sample]:
         samplers = [r.sampler for r in rows]
-        if any(_penalised(r) for r in rows):
+        # Token histories are built only when some row needs them for a penalty.
+        if penalised:
             history = [r.prompt_ids + r.output_ids for r in rows]
             outputs = [r.output_ids for r in rows]
             return select_tokens(logits, samplers, history, outputs)
