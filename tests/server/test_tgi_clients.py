@@ -168,3 +168,28 @@ def test_malformed_json_is_400_and_oversize_is_413(tgi_server):
         tgi_server.url + "/generate", content=b'{"inputs": "' + b"a" * 2_100_000 + b'"}'
     )
     assert response.status_code == 413
+
+
+def test_engine_process_death_ends_streams_in_band_and_fails_health(tiny_dir, tmp_path):
+    from .conftest import start_server
+
+    server = start_server({"HF_MODEL_ID": "tiny"}, model_dir=str(tmp_path))
+    try:
+        engine = server.server.config.app.state.server.engine
+        body = {"inputs": "long", "parameters": {"max_new_tokens": 2000, "ignore_eos": True}}
+        lines = []
+        with httpx.stream(
+            "POST", server.url + "/generate_stream", json=body, timeout=60
+        ) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    lines.append(json.loads(line[5:]))
+                    if len(lines) == 3:
+                        engine._scheduler.process.kill()
+        assert lines[-1]["error_type"] == "generation"
+        assert "engine process exited" in lines[-1]["error"]
+        assert httpx.get(server.url + "/ping").status_code == 503
+        refused = httpx.post(server.url + "/generate", json={"inputs": "hi"})
+        assert refused.status_code == 503
+    finally:
+        server.stop()

@@ -21,7 +21,10 @@ class EngineConfig:
     dtype: str = "auto"
     device: str = "auto"
     max_batch_size: int = 32
-    max_batch_prefill_tokens: int = 4096
+    # Prompt tokens prefilled together in one iteration; ``None``: 4096 on a GPU, 512 on
+    # the CPU, where prefill is compute-bound and smaller groups reach first tokens sooner.
+    # A single longer prompt is still admitted on its own.
+    max_batch_prefill_tokens: int | None = None
     max_input_tokens: int | None = None
     max_total_tokens: int | None = None
     max_concurrent_requests: int = 128
@@ -30,8 +33,10 @@ class EngineConfig:
     max_best_of: int = 1
     default_max_new_tokens: int = 100
 
-    def resolve_limits(self, context_window: int) -> None:
-        """Fill the token limits the user left open from the model's context window."""
+    def resolve_limits(self, context_window: int, device_type: str = "cpu") -> None:
+        """Fill the limits the user left open from the model's context window and device."""
+        if self.max_batch_prefill_tokens is None:
+            self.max_batch_prefill_tokens = 512 if device_type == "cpu" else 4096
         if self.max_total_tokens is None:
             self.max_total_tokens = min(context_window, 4096)
         if self.max_input_tokens is None:
@@ -43,7 +48,7 @@ class EngineConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         for name in ("max_batch_size", "max_batch_prefill_tokens", "max_concurrent_requests"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1; got {getattr(self, name)}")
         if self.max_input_tokens is not None and self.max_total_tokens is not None:
             if self.max_input_tokens >= self.max_total_tokens:
@@ -51,5 +56,3 @@ class EngineConfig:
                     f"`max_input_tokens`({self.max_input_tokens}) must be < "
                     f"`max_total_tokens`({self.max_total_tokens})"
                 )
-            if self.max_batch_prefill_tokens < self.max_input_tokens:
-                raise ValueError("`max_batch_prefill_tokens` must be >= `max_input_tokens`")

@@ -176,6 +176,7 @@ class Engine:
     def load_model(self) -> None:
         """Load the model and start the scheduler thread (blocking; call off the loop)."""
         wake = threading.Event()
+        device_type = "cpu"
         if self.synthetic_delay is not None:
             self.vocab = SyntheticVocab()
             self.context_window = SYNTHETIC_CONTEXT
@@ -189,7 +190,8 @@ class Engine:
             self.tokenizer = self.model.tokenizer
             self.context_window = self.model.context_window
             runner = TorchRunner(self.model.model, self.model.device)
-        self.config.resolve_limits(self.context_window)
+            device_type = self.model.device.type
+        self.config.resolve_limits(self.context_window, device_type)
         self._scheduler = Scheduler(
             runner, self.vocab, self.config, self.metrics, self._dispatch, wake
         )

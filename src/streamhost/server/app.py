@@ -60,7 +60,7 @@ class ModelServer:
 
     def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.engine = engine or Engine(config.engine)
+        self.engine = engine or _make_engine(config)
         self.custom = None
         self.sessions = SessionStore(config.session_ttl)
         self.stats = RequestStats()
@@ -100,6 +100,11 @@ class ModelServer:
         self.engine.shutdown()
 
     @property
+    def healthy(self) -> bool:
+        """Loaded, and the engine (when there is a model) still accepts requests."""
+        return self.state == "ready" and (self.engine.ready or not self.config.engine.model)
+
+    @property
     def model_name(self) -> str:
         """The model id clients see."""
         return self.config.engine.model or "custom"
@@ -109,7 +114,7 @@ class ModelServer:
     def submit(self, prompt: str | list[int], params: SamplingParams, special: bool = True):
         """Submit to the engine, counting the request."""
         self.stats.count += 1
-        if self.state != "ready":
+        if not self.healthy:
             raise EngineNotReady(self.error or "model is loading")
         try:
             return self.engine.submit(prompt, params, add_special_tokens=special)
@@ -128,6 +133,15 @@ class ModelServer:
             return self.sessions.get(header)
         except SessionError as exc:
             raise HTTPError(400, str(exc), "session") from None
+
+
+def _make_engine(config: ServerConfig) -> Engine:
+    model = config.engine.model
+    if config.engine_process and model and not model.startswith("synthetic:"):
+        from streamhost.engine.process import ProcessEngine
+
+        return ProcessEngine(config.engine)
+    return Engine(config.engine)
 
 
 def _engine_error(exc: EngineError) -> HTTPError:
@@ -167,7 +181,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
     # -- health and info -------------------------------------------------------------------
 
     async def ping(request: Request) -> Response:
-        if server.state == "ready":
+        if server.healthy:
             if config.api == "lmi":
                 return json_response({server.model_name: {"status": "Healthy"}})
             return Response(status_code=200)

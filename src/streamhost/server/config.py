@@ -117,6 +117,8 @@ class ServerConfig:
     sessions_enabled: bool = True
     session_ttl: float = 20 * 60
     keepalive_interval: float = 15.0
+    # Run the model in a child process so forward passes and HTTP do not share one GIL.
+    engine_process: bool = True
     graceful_timeout: float = 30.0
     properties: dict[str, str] = field(default_factory=dict)
 
@@ -255,10 +257,6 @@ def _apply_tgi(tgi: TGIEnvironment, engine: EngineConfig, folder: Path, model: s
     engine.max_total_tokens = tgi.max_total_tokens
     if tgi.max_batch_prefill_tokens is not None:
         engine.max_batch_prefill_tokens = tgi.max_batch_prefill_tokens
-    elif engine.max_input_tokens is not None:
-        engine.max_batch_prefill_tokens = max(
-            engine.max_batch_prefill_tokens, engine.max_input_tokens
-        )
     if tgi.max_batch_size is not None:
         engine.max_batch_size = tgi.max_batch_size
     engine.max_concurrent_requests = tgi.max_concurrent_requests
@@ -342,10 +340,6 @@ def _apply_lmi(
         engine.max_batch_prefill_tokens = _int(
             "option.max_rolling_batch_prefill_tokens",
             props["option.max_rolling_batch_prefill_tokens"],
-        )
-    if engine.max_input_tokens is not None:
-        engine.max_batch_prefill_tokens = max(
-            engine.max_batch_prefill_tokens, engine.max_input_tokens
         )
     rolling = props.get("option.rolling_batch", "auto").lower()
     if rolling not in ("auto", "scheduler", "lmi-dist", "vllm", "disable", "deepspeed", "trtllm"):

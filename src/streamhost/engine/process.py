@@ -1,0 +1,263 @@
+"""The engine in its own process, so forward passes never compete with HTTP for the GIL.
+
+:class:`ProcessEngine` is an :class:`Engine` whose scheduler lives in a child process.
+The parent keeps the tokenizer (validation and token counts happen before any 200 is
+sent) and a thin record of each request; the child owns the model, the batch and the
+detokenizers. One pipe carries submissions and cancellations down and, per decode step,
+one message with every event of that step up.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from streamhost.engine.config import EngineConfig
+from streamhost.engine.core import Engine
+from streamhost.engine.metrics import EngineMetrics
+from streamhost.engine.scheduler import Sequence
+from streamhost.engine.types import FinishReason, SamplingParams, TokenEvent
+
+log = logging.getLogger("streamhost.engine")
+
+METRICS_INTERVAL = 0.5  # seconds between metric snapshots sent up by the child
+
+
+class RemoteScheduler:
+    """The parent's stand-in for the scheduler: forwards requests over the pipe."""
+
+    def __init__(self, engine: ProcessEngine, conn: Any, process: multiprocessing.Process) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.process = process
+        self.requests: dict[int, Sequence] = {}
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(
+            target=self._read, name="streamhost-engine-reader", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start reading the child's messages."""
+        self._reader.start()
+
+    def _send(self, message: tuple) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def submit(self, seq: Sequence) -> None:
+        """Send a validated request to the child."""
+        self.requests[seq.request_id] = seq
+        self._send(("submit", seq.request_id, seq.prompt_ids, seq.params, seq.max_new_tokens))
+
+    def cancel(self, seq: Sequence) -> None:
+        """Ask the child to drop a request."""
+        if seq.request_id in self.requests:
+            self._send(("cancel", seq.request_id))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the child; requests still inside end with ``cancelled``."""
+        try:
+            self._send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self._reader.join(timeout)
+
+    def _read(self) -> None:
+        # Runs on a thread of the parent: one message per decode step.
+        try:
+            while True:
+                message = self.conn.recv()
+                kind = message[0]
+                if kind == "events":
+                    items = []
+                    for request_id, event in message[1]:
+                        seq = self.requests.get(request_id)
+                        if seq is None:
+                            continue
+                        if event.finish_reason is not None:
+                            del self.requests[request_id]
+                        items.append((seq, event))
+                    if items:
+                        self.engine._dispatch(items)
+                elif kind == "metrics":
+                    self.engine.metrics = message[1]
+                elif kind == "stopped":
+                    break
+        except (EOFError, OSError):
+            log.error("the engine process exited")
+            self.engine.load_error = "the engine process exited"
+            self.engine._ready.clear()
+        # Whatever is still open can never finish now.
+        orphans = [(seq, _final(seq)) for seq in self.requests.values()]
+        self.requests.clear()
+        if orphans:
+            self.engine._dispatch(orphans)
+
+
+def _final(seq: Sequence) -> TokenEvent:
+    return TokenEvent(
+        index=1,
+        id=-1,
+        text="",
+        token_text="",
+        logprob=None,
+        special=True,
+        finish_reason=FinishReason.ERROR,
+        generated_text="",
+        input_length=len(seq.prompt_ids),
+        error="the engine process exited",
+    )
+
+
+class ProcessEngine(Engine):
+    """An engine whose model and scheduler run in a child process."""
+
+    def load_model(self) -> None:
+        """Resolve the model here (downloads show progress in this process), load it there."""
+        from transformers import AutoTokenizer
+
+        from streamhost.engine.loader import ModelLoadError, Vocab, resolve_model_path
+
+        config = self.config
+        path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=config.trust_remote_code
+        )
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        child_config = replace(config, model=str(path))
+        process = context.Process(
+            target=engine_main, args=(child, child_config), name="streamhost-engine", daemon=True
+        )
+        process.start()
+        child.close()
+        message = parent.recv()
+        if message[0] == "failed":
+            process.join(10)
+            raise ModelLoadError(message[1])
+        _, info = message
+        self.model = _ModelInfo(**info)
+        self.vocab = Vocab(self.tokenizer, info["eos_ids"], info["special_ids"])
+        self.context_window = info["context_window"]
+        self.config.max_input_tokens = info["max_input_tokens"]
+        self.config.max_total_tokens = info["max_total_tokens"]
+        self.config.max_batch_prefill_tokens = info["max_batch_prefill_tokens"]
+        self._scheduler = RemoteScheduler(self, parent, process)  # type: ignore[assignment]
+        self._scheduler.start()
+        self._ready.set()
+
+    def _sampler(self, params: SamplingParams) -> Any:
+        # Sampling state lives with the model, in the child.
+        return None
+
+
+class _ModelInfo:
+    """What the parent knows of the model in the child (for /info)."""
+
+    def __init__(self, **info: Any) -> None:
+        self.model_id = info.get("model_id")
+        self.dtype = info.get("dtype")
+        self.device = info.get("device")
+        self.sha = info.get("sha")
+        self.context_window = info.get("context_window")
+        self.eos_ids = info.get("eos_ids")
+        self.special_ids = info.get("special_ids")
+
+
+def engine_main(conn: Any, config: EngineConfig) -> None:
+    """The child process: load the model, run the scheduler, talk over ``conn``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from streamhost.engine.detokenizer import IncrementalDetokenizer, StopMatcher
+    from streamhost.engine.loader import load_model
+    from streamhost.engine.runner import TorchRunner
+    from streamhost.engine.sampling import RowSampler
+    from streamhost.engine.scheduler import Scheduler
+
+    try:
+        loaded = load_model(config)
+        config.resolve_limits(loaded.context_window, loaded.device.type)
+    except Exception as exc:  # reported to the parent, which reports it on /ping
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    send_lock = threading.Lock()
+    metrics = EngineMetrics()
+    last_metrics = [0.0]
+
+    def dispatch(events: list[tuple[Sequence, TokenEvent]]) -> None:
+        payload = [(seq.request_id, event) for seq, event in events]
+        now = time.monotonic()
+        with send_lock:
+            conn.send(("events", payload))
+            if now - last_metrics[0] > METRICS_INTERVAL:
+                last_metrics[0] = now
+                conn.send(("metrics", metrics))
+
+    scheduler = Scheduler(
+        TorchRunner(loaded.model, loaded.device), loaded.vocab, config, metrics, dispatch
+    )
+    scheduler.start()
+    conn.send(
+        (
+            "ready",
+            {
+                "model_id": loaded.model_id,
+                "dtype": loaded.dtype,
+                "device": str(loaded.device),
+                "sha": loaded.sha,
+                "context_window": loaded.context_window,
+                "max_input_tokens": config.max_input_tokens,
+                "max_total_tokens": config.max_total_tokens,
+                "max_batch_prefill_tokens": config.max_batch_prefill_tokens,
+                "eos_ids": loaded.vocab.eos_ids,
+                "special_ids": loaded.vocab.special_ids,
+            },
+        )
+    )
+    live: dict[int, Sequence] = {}
+    try:
+        while True:
+            message = conn.recv()
+            kind = message[0]
+            if kind == "submit":
+                _, request_id, prompt_ids, params, max_new = message
+                seq = Sequence(
+                    request_id=request_id,
+                    prompt_ids=prompt_ids,
+                    params=params,
+                    max_new_tokens=max_new,
+                    sampler=RowSampler(params),
+                    detokenizer=IncrementalDetokenizer(loaded.vocab),
+                    stops=StopMatcher(list(params.stop), params.include_stop_str_in_output),
+                    deliver=lambda event: None,
+                )
+                live[request_id] = seq
+                scheduler.submit(seq)
+            elif kind == "cancel":
+                seq = live.get(message[1])
+                if seq is not None:
+                    scheduler.cancel(seq)
+            elif kind == "stop":
+                break
+            # Forget requests that have finished (their last event went up already).
+            if len(live) > 1024:
+                for key in [k for k, s in live.items() if s.finished]:
+                    del live[key]
+    except (EOFError, OSError):
+        pass  # the parent went away: stop
+    scheduler.stop()
+    try:
+        with send_lock:
+            conn.send(("metrics", metrics))
+            conn.send(("stopped",))
+    except (OSError, ValueError):
+        pass
