@@ -21,7 +21,25 @@ def reference_greedy(engine, prompt_ids: list[int], n: int) -> list[int]:
     return out[0, len(prompt_ids) :].tolist()
 
 
-async def test_concurrent_greedy_requests_match_generate_alone(engine):
+@pytest.fixture(scope="module", params=["fast", "generic"])
+def any_engine(request, engine, tiny_dir):
+    """The default engine (Llama fast path) and one on transformers' own forward."""
+    if request.param == "fast":
+        yield engine
+        return
+    generic = Engine.load(EngineConfig(model="tiny", max_batch_size=32, fast_path=False))
+    yield generic
+    generic.shutdown()
+
+
+def test_tiny_engine_uses_the_llama_fast_path(engine):
+    from streamhost.engine.llama import LlamaRunner
+
+    assert isinstance(engine._scheduler.runner, LlamaRunner)
+
+
+async def test_concurrent_greedy_requests_match_generate_alone(any_engine):
+    engine = any_engine
     prompts = [" ".join(["streaming tokens"] * (i + 1)) + f" request {i}" for i in range(16)]
     lengths = [5 + 3 * i for i in range(16)]
     streams = [
@@ -35,7 +53,8 @@ async def test_concurrent_greedy_requests_match_generate_alone(engine):
         assert events[-1].generated_tokens == n
 
 
-async def test_seeded_sampling_is_identical_alone_and_in_a_busy_batch(engine):
+async def test_seeded_sampling_is_identical_alone_and_in_a_busy_batch(any_engine):
+    engine = any_engine
     params = dict(max_new_tokens=24, do_sample=True, temperature=1.5, top_k=50, seed=1234)
     alone = await collect(engine.submit("what is life?", SamplingParams(**params)))
     others = [
@@ -84,7 +103,8 @@ async def test_cancelling_a_running_request_frees_its_slot_for_a_queued_one(tiny
         engine.shutdown()
 
 
-async def test_cancelled_request_leaves_batch_within_a_step(engine):
+async def test_cancelled_request_leaves_batch_within_a_step(any_engine):
+    engine = any_engine
     stream = engine.submit("cancel me", SamplingParams(max_new_tokens=2000, ignore_eos=True))
     await stream.__anext__()
     await stream.aclose()

@@ -32,6 +32,9 @@ class EngineConfig:
     max_top_n_tokens: int = 5
     max_best_of: int = 1
     default_max_new_tokens: int = 100
+    # Use the lean Llama-family forward pass (engine/llama.py) where it applies; off runs
+    # every model through transformers' own forward and cache.
+    fast_path: bool = True
 
     def resolve_limits(self, context_window: int, device_type: str = "cpu") -> None:
         """Fill the limits the user left open from the model's context window and device."""

@@ -183,13 +183,13 @@ class Engine:
             runner: Any = SyntheticRunner(self.synthetic_delay, wake)
         else:
             from streamhost.engine.loader import load_model
-            from streamhost.engine.runner import TorchRunner
+            from streamhost.engine.runner import make_runner
 
             self.model = load_model(self.config)
             self.vocab = self.model.vocab
             self.tokenizer = self.model.tokenizer
             self.context_window = self.model.context_window
-            runner = TorchRunner(self.model.model, self.model.device)
+            runner = make_runner(self.model.model, self.model.device, self.config.fast_path)
             device_type = self.model.device.type
         self.config.resolve_limits(self.context_window, device_type)
         self._scheduler = Scheduler(

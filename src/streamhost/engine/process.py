@@ -179,7 +179,7 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
     )
     from streamhost.engine.detokenizer import IncrementalDetokenizer, StopMatcher
     from streamhost.engine.loader import load_model
-    from streamhost.engine.runner import TorchRunner
+    from streamhost.engine.runner import make_runner
     from streamhost.engine.sampling import RowSampler
     from streamhost.engine.scheduler import Scheduler
 
@@ -202,9 +202,8 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
                 last_metrics[0] = now
                 conn.send(("metrics", metrics))
 
-    scheduler = Scheduler(
-        TorchRunner(loaded.model, loaded.device), loaded.vocab, config, metrics, dispatch
-    )
+    runner = make_runner(loaded.model, loaded.device, config.fast_path)
+    scheduler = Scheduler(runner, loaded.vocab, config, metrics, dispatch)
     scheduler.start()
     conn.send(
         (

@@ -162,6 +162,16 @@ class TorchRunner:
         return select_tokens(logits, samplers)
 
 
+def make_runner(model, device: torch.device, fast_path: bool = True) -> TorchRunner:
+    """The runner for ``model``: the lean Llama-family path where it applies."""
+    if fast_path:
+        from streamhost.engine import llama
+
+        if llama.supports(model):
+            return llama.LlamaRunner(model, device)
+    return TorchRunner(model, device)
+
+
 def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
     return F.pad(t, (0, 0, n, 0)) if n else t
 
