@@ -93,6 +93,9 @@ class TGIEnvironment(BaseModel):
     payload_limit: int = Field(2_000_000, validation_alias="PAYLOAD_LIMIT")
     api_key: str | None = Field(None, validation_alias="API_KEY")
     port: int | None = Field(None, validation_alias="SAGEMAKER_BIND_TO_PORT")
+    graceful_termination_timeout: float = Field(
+        30.0, validation_alias="GRACEFUL_TERMINATION_TIMEOUT"
+    )
 
 
 @dataclass
@@ -209,6 +212,7 @@ def build_config(
     config = ServerConfig(api=api, host=host, model_dir=folder)
     config.port = port or tgi.port or 8080
     config.payload_limit = tgi.payload_limit
+    config.graceful_timeout = tgi.graceful_termination_timeout
     config.api_key = tgi.api_key
     config.instance_secret = env.get("STREAMHOST_INSTANCE_SECRET") or None
     engine = config.engine

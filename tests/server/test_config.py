@@ -1,0 +1,101 @@
+"""Container configuration: TGI environment and serving.properties, checked at startup."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamhost.server.config import ConfigError, build_config
+
+
+def test_tgi_environment_sets_the_limits(tmp_path):
+    config = build_config(
+        model_dir=str(tmp_path),
+        env={
+            "HF_MODEL_ID": "tiny",
+            "MAX_INPUT_LENGTH": "1900",
+            "MAX_TOTAL_TOKENS": "2048",
+            "MAX_CONCURRENT_REQUESTS": "7",
+            "MAX_STOP_SEQUENCES": "2",
+            "PAYLOAD_LIMIT": "1000",
+            "SAGEMAKER_BIND_TO_PORT": "9123",
+        },
+    )
+    assert config.api == "tgi" and config.model_id == "tiny"
+    assert (config.engine.max_input_tokens, config.engine.max_total_tokens) == (1900, 2048)
+    assert config.engine.max_concurrent_requests == 7 and config.engine.max_stop_sequences == 2
+    assert config.payload_limit == 1000 and config.port == 9123
+
+
+def test_both_input_limits_set_is_tgis_startup_error(tmp_path):
+    env = {"HF_MODEL_ID": "tiny", "MAX_INPUT_TOKENS": "10", "MAX_INPUT_LENGTH": "10"}
+    with pytest.raises(ConfigError, match="Both `max_input_tokens`"):
+        build_config(model_dir=str(tmp_path), env=env)
+
+
+def test_input_limit_must_be_below_total(tmp_path):
+    env = {"HF_MODEL_ID": "tiny", "MAX_INPUT_TOKENS": "100", "MAX_TOTAL_TOKENS": "100"}
+    with pytest.raises(
+        ConfigError, match=r"`max_input_tokens`\(100\) must be < `max_total_tokens`\(100\)"
+    ):
+        build_config(model_dir=str(tmp_path), env=env)
+
+
+def test_more_gpus_than_the_machine_has_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="SM_NUM_GPUS=64"):
+        build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "SM_NUM_GPUS": "64"})
+
+
+def test_one_gpu_on_a_cpu_machine_runs(tmp_path):
+    config = build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "SM_NUM_GPUS": "1"})
+    assert config.model_id == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [("gptq", "not supported"), ("zip", "not a TGI quantization")]
+)
+def test_quantize_values_are_refused_clearly(tmp_path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(
+            model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "HF_MODEL_QUANTIZE": value}
+        )
+
+
+def test_no_model_anywhere_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no model to serve"):
+        build_config(model_dir=str(tmp_path), env={})
+
+
+def test_serving_properties_select_lmi_and_its_options(tmp_path):
+    (tmp_path / "serving.properties").write_text(
+        "engine=MPI\noption.model_id=tiny\noption.max_rolling_batch_size=16\n"
+        "option.output_formatter=jsonlines\noption.some_future_key=1\n"
+    )
+    config = build_config(model_dir=str(tmp_path), env={"OPTION_MAX_ROLLING_BATCH_SIZE": "8"})
+    assert config.api == "lmi" and config.model_id == "tiny"
+    assert config.engine.max_batch_size == 8  # the OPTION_* environment wins
+    assert config.output_formatter == "jsonlines" and config.jsonlines_format == "outputs"
+
+
+def test_relative_model_id_is_relative_to_the_model_dir(tmp_path, tiny_dir):
+    import shutil
+
+    shutil.copytree(tiny_dir, tmp_path / "weights")
+    (tmp_path / "serving.properties").write_text("option.model_id=weights\n")
+    config = build_config(model_dir=str(tmp_path), env={})
+    assert config.model_id == str(tmp_path / "weights")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("option.max_rolling_batch_size=lots", "option.max_rolling_batch_size"),
+        ("option.output_formatter=xml", "option.output_formatter"),
+        ("option.dtype=int3", "option.dtype"),
+        ("option.trust_remote_code=maybe", "option.trust_remote_code"),
+        ("option.rolling_batch=magic", "option.rolling_batch"),
+    ],
+)
+def test_invalid_property_values_are_fatal_and_name_the_key(tmp_path, line, key):
+    (tmp_path / "serving.properties").write_text(f"option.model_id=tiny\n{line}\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_config(model_dir=str(tmp_path), env={})
