@@ -1,7 +1,7 @@
 """A streaming load generator with vLLM's metric definitions.
 
 Each request is timed from just before it is sent: TTFT is the arrival of the first
-message that carries a token, ITL the gaps between later token-bearing messages, E2E the
+message that carries generated text (a role-only chunk does not count), ITL the gaps between later token-bearing messages, E2E the
 arrival of the last one; output tokens come from the server's ``usage`` (OpenAI) or
 ``details`` (TGI), never from counting frames. Closed loop (a fixed number of requests in
 flight) or open loop (Poisson arrivals).
@@ -67,9 +67,16 @@ class Workload:
 
 
 def _has_token(message: dict[str, Any], api: str) -> bool:
+    # A token is a message with generated text. vLLM counts any message with `choices`,
+    # but some servers (transformers serve) send a role-only chunk the moment a request
+    # arrives, which would make their TTFT the time to *no* token.
     if api == "tgi":
         return "token" in message
-    return bool(message.get("choices"))
+    for choice in message.get("choices") or ():
+        delta = choice.get("delta")
+        if (delta and delta.get("content")) or choice.get("text"):
+            return True
+    return False
 
 
 def _tokens(message: dict[str, Any], api: str) -> int | None:
