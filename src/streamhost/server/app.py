@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from streamhost.server import lmi, openai, tgi
 from streamhost.server.config import ServerConfig
 from streamhost.server.http import (
     SSE_HEADERS,
+    HeaderLimit,
     HTTPError,
     json_response,
     read_body,
@@ -549,7 +551,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
         finally:
             server.shutdown()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HeaderLimit)])
     app.state.server = server
     return app
 
