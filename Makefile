@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 PORT ?= 8080
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ endif
 run: $(STAMP)
 	$(VENV)/bin/streamhost serve-model --model tiny --port $(PORT)
 
-test: $(STAMP)
+# Browser tests drive Debian's Chromium; install it when missing (as root, as CI runs).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: browser tests will be skipped"; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -36,7 +42,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/engine.py
+	$(VENV)/bin/streamhost bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
