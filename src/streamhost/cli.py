@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -34,9 +35,104 @@ def _serve_model(args: argparse.Namespace) -> int:
         host=config.host,
         port=config.port,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(config.graceful_timeout),
+        timeout_graceful_shutdown=max(1, round(config.graceful_timeout)),
         access_log=False,
     )
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import socket
+
+    from streamhost.gateway.settings import SettingsError, build_settings
+
+    try:
+        settings = build_settings(
+            host=args.host,
+            port=args.port,
+            state=args.state,
+            state_dir=args.state_dir,
+            credentials=args.credentials,
+            region=args.region,
+            account=args.account,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            no_auth=args.no_auth,
+            insecure=args.insecure,
+            stream_timeout=args.stream_timeout,
+            idle_timeout=args.idle_timeout,
+            keep_instances=args.keep_instances,
+        )
+    except SettingsError as exc:
+        print(f"streamhost gateway: {exc}", file=sys.stderr)
+        return 2
+    # Bound here rather than by uvicorn so that a taken port is one clear line.
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        print(
+            f"streamhost gateway: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    import uvicorn
+
+    from streamhost.gateway.app import create_gateway_app
+
+    if not settings.auth_enabled:
+        logging.getLogger("streamhost").warning(
+            "authentication is OFF: any client that reaches %s can use the gateway", settings.url
+        )
+    config = uvicorn.Config(
+        create_gateway_app(settings),
+        log_level=args.log_level,
+        access_log=False,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        timeout_graceful_shutdown=30,
+    )
+    logging.getLogger("streamhost").info(
+        "streamhost gateway on %s (state %s, instance logs in %s)",
+        settings.url,
+        settings.state_url,
+        settings.state_dir / "logs",
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streamhost.gateway.provisioner import read_instance_logs
+    from streamhost.gateway.settings import SettingsError, state_dir_for
+
+    try:
+        _, folder = state_dir_for(args.state, os.environ)
+    except SettingsError as exc:
+        print(f"streamhost logs: {exc}", file=sys.stderr)
+        return 2
+    if args.state_dir:
+        folder = Path(args.state_dir).expanduser()
+    logs = read_instance_logs(folder, args.endpoint, tail=args.tail)
+    if args.instance:
+        logs = [(name, text) for name, text in logs if name == args.instance]
+    if not logs:
+        print(
+            f"streamhost logs: no instance logs for endpoint {args.endpoint!r} in "
+            f"{folder / 'logs'}",
+            file=sys.stderr,
+        )
+        return 1
+    for index, (name, text) in enumerate(logs):
+        if len(logs) > 1:
+            print(("\n" if index else "") + f"==> instance {name} <==")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0
 
 
@@ -97,6 +193,85 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.set_defaults(func=_serve_model)
 
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the hosting gateway (SageMaker control plane + runtime) alone",
+        description=(
+            "Run the SageMaker-compatible hosting gateway: the control plane (CreateModel, "
+            "CreateEndpointConfig, CreateEndpoint, ...) and the runtime (InvokeEndpoint, "
+            "InvokeEndpointWithResponseStream), starting one model-server process per "
+            "instance. Requests must be SigV4-signed with the credentials from --credentials, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.config/streamhost/credentials; "
+            "without any, only a loopback address may be served."
+        ),
+        epilog=(
+            "Example:\n"
+            "  streamhost gateway --port 8080 --state ~/streamhost/gateway.db\n"
+            "  AWS_ENDPOINT_URL_SAGEMAKER=http://127.0.0.1:8080 \\\n"
+            "  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:8080 python deploy.py"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gateway.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    gateway.add_argument(
+        "--state",
+        default=None,
+        help="SQLite file or SQLAlchemy URL of the state store "
+        "(default ~/.local/state/streamhost/gateway.db)",
+    )
+    gateway.add_argument(
+        "--state-dir",
+        default=None,
+        help="folder for instance logs and model data (default: the state file's folder)",
+    )
+    gateway.add_argument(
+        "--credentials", default=None, help="AWS shared-credentials file of accepted key pairs"
+    )
+    gateway.add_argument("--region", default="us-east-1", help="region in ARNs (us-east-1)")
+    gateway.add_argument("--account", default="123456789012", help="account id in ARNs")
+    gateway.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
+    gateway.add_argument("--tls-key", default=None, help="private key of --tls-cert")
+    gateway.add_argument(
+        "--no-auth", action="store_true", help="accept unsigned requests (loopback only)"
+    )
+    gateway.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without authentication",
+    )
+    gateway.add_argument(
+        "--stream-timeout",
+        type=float,
+        default=600.0,
+        help="longest response stream in seconds (default 600)",
+    )
+    gateway.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="longest silence from a model, before or within its answer (default 60)",
+    )
+    gateway.add_argument(
+        "--keep-instances",
+        action="store_true",
+        help="leave model instances running at exit; the next gateway adopts them",
+    )
+    gateway.set_defaults(func=_gateway)
+
+    logs = sub.add_parser(
+        "logs",
+        help="print an endpoint's instance logs (no gateway needed)",
+        description="Print the logs (stdout and stderr) of every instance an endpoint has had.",
+        epilog="Example: streamhost logs my-endpoint --tail 50",
+    )
+    logs.add_argument("endpoint", help="endpoint name")
+    logs.add_argument("--state", default=None, help="the gateway's --state (to find its logs)")
+    logs.add_argument("--state-dir", default=None, help="the gateway's --state-dir")
+    logs.add_argument("--instance", default=None, help="only this instance's log")
+    logs.add_argument("--tail", type=int, default=None, help="only the last N lines of each log")
+    logs.set_defaults(func=_logs)
+
     models = sub.add_parser(
         "models",
         help="built-in models",
@@ -108,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("name", help="model name (tiny)")
     models.set_defaults(func=_models)
+
+    from streamhost.bench.command import add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 

@@ -99,9 +99,13 @@ class ControlPlane:
         account: str = "123456789012",
         *,
         service_model: ServiceModel | None = None,
+        model_check: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`model_check`, if given, vets each CreateModel input (raising `AwsError`), so a
+        model the deployer could never run is refused at once, not at deploy time."""
         self.store = store
         self.deployer = deployer
+        self.model_check = model_check
         self.region = region
         self.account = account
         self._model = service_model or sagemaker_model()
@@ -180,6 +184,8 @@ class ControlPlane:
             raise errors.validation_error(
                 f'Either PrimaryContainer or Containers must be specified for model "{arn}".'
             )
+        if self.model_check is not None:
+            self.model_check(request)
         spec = {key: value for key, value in request.items() if key != "Tags"}
         record = ModelRecord(name, arn, spec, _now())
         try:

@@ -1,7 +1,10 @@
 """AWS-style errors: one exception type, rendered as AWS's JSON error body.
 
 Both gateway planes raise `AwsError`; the control plane (JSON 1.1) and the runtime plane
-(rest-json) only differ in which codes and statuses they use. The message wording of the
+(rest-json) only differ in which codes and statuses they use. The runtime's codes are the
+`sagemaker-runtime` model's shapes (`ValidationError` 400, `ModelError` 424,
+`ServiceUnavailable` 503); none of them is a 5xx for a model's fault, because botocore
+retries 5xx and would run the inference again. The message wording of the
 constructors below is SageMaker's own, because clients (the sagemaker SDK, Terraform, the
 Kubernetes operator) match on substrings such as "Could not find" and
 "Cannot create already existing".
@@ -13,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "AwsError",
+    "ModelError",
     "endpoint_config_exists",
     "endpoint_config_not_found",
     "endpoint_exists",
@@ -21,11 +25,16 @@ __all__ = [
     "endpoint_not_found",
     "internal_failure",
     "invalid_pagination_token",
+    "invalid_runtime_input",
     "model_exists",
     "model_not_found",
+    "payload_too_large",
     "resource_limit_exceeded",
     "resource_not_found",
+    "runtime_endpoint_not_found",
     "serialization_error",
+    "service_unavailable",
+    "session_gone",
     "unknown_operation",
     "validation_error",
 ]
@@ -43,6 +52,10 @@ class AwsError(Exception):
     def to_response(self) -> dict[str, Any]:
         """The JSON error body botocore parses: `{"__type": code, "message": message}`."""
         return {"__type": self.code, "message": self.message}
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers: rest-json clients read the code from `x-amzn-ErrorType`."""
+        return {"x-amzn-ErrorType": self.code}
 
     def __repr__(self) -> str:
         return f"AwsError({self.code!r}, {self.message!r}, status={self.status})"
@@ -122,3 +135,63 @@ def endpoint_in_progress(arn: str) -> AwsError:
 def endpoint_failed(arn: str) -> AwsError:
     """Update of a Failed endpoint (DeleteEndpoint is the only operation a Failed one allows)."""
     return validation_error(f'Cannot update failed endpoint "{arn}".')
+
+
+# -- runtime plane (rest-json, botocore `sagemaker-runtime`) ----------------------------
+
+
+class ModelError(AwsError):
+    """The model container answered a non-2xx status (or failed before answering): 424.
+
+    The body carries the modeled `ModelError` members, which botocore copies into the
+    `ClientError` response: `OriginalStatusCode`, `OriginalMessage`, `LogStreamArn`.
+    """
+
+    def __init__(
+        self, message: str, original_status: int, original_message: str, log_stream_arn: str
+    ) -> None:
+        super().__init__("ModelError", message, status=424)
+        self.original_status = original_status
+        self.original_message = original_message
+        self.log_stream_arn = log_stream_arn
+
+    def to_response(self) -> dict[str, Any]:
+        """`ModelError`'s body as SageMaker sends it (its `ErrorCode` included)."""
+        client_side = 400 <= self.original_status < 500
+        return {
+            "__type": self.code,
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL" if client_side else "SERVER_ERROR_FROM_MODEL",
+            "message": self.message,
+            "OriginalStatusCode": self.original_status,
+            "OriginalMessage": self.original_message,
+            "LogStreamArn": self.log_stream_arn,
+        }
+
+
+def invalid_runtime_input(message: str) -> AwsError:
+    """A runtime request SageMaker would refuse (`ValidationError`, 400)."""
+    return AwsError("ValidationError", message)
+
+
+def runtime_endpoint_not_found(name: str, account: str) -> AwsError:
+    """`Endpoint X of account Y not found.` (also for endpoints that are not InService)."""
+    return AwsError("ValidationError", f"Endpoint {name} of account {account} not found.")
+
+
+def payload_too_large(limit: int) -> AwsError:
+    """A runtime body over the `BodyBlob` maximum; 413 as SageMaker's front end answers."""
+    return AwsError("ValidationError", f"HTTP content length exceeded {limit} bytes.", status=413)
+
+
+def service_unavailable(message: str) -> AwsError:
+    """No instance can take the request right now (503: botocore retries it, rightly)."""
+    return AwsError("ServiceUnavailable", message, status=503)
+
+
+def session_gone(session_id: str) -> AwsError:
+    """A sticky session whose instance has stopped: never silently re-routed elsewhere."""
+    return AwsError(
+        "ValidationError",
+        f"Session {session_id} is no longer available: the instance that held it has "
+        "stopped. Start a new session with SessionId=NEW_SESSION.",
+    )

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from botocore.auth import SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
@@ -235,10 +235,21 @@ class _ClientSigner(SigV4Auth):
     """botocore's SigV4 signer, signing exactly the headers the client said it signed."""
 
     def __init__(
-        self, credentials: Credentials, service: str, region: str, signed_headers: Iterable[str]
+        self,
+        credentials: Credentials,
+        service: str,
+        region: str,
+        signed_headers: Iterable[str],
+        body: bytes,
     ) -> None:
         super().__init__(credentials, service, region)
         self._signed_headers = tuple(signed_headers)
+        self._body = body
+
+    def payload(self, request: AWSRequest) -> str:
+        # The same hash botocore takes, of the bytes at hand: its own version reads
+        # `request.body`, which prepares the whole request again (most of verify's time).
+        return hashlib.sha256(self._body).hexdigest() if self._body else EMPTY_SHA256_HASH
 
     def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
         # botocore picks "all headers but a blocklist, plus host from the URL" because it is
@@ -374,7 +385,16 @@ def _request_time(headers: Mapping[str, str]) -> datetime:
         try:
             if not _ISO8601_BASIC.fullmatch(amz_date):
                 raise ValueError(amz_date)
-            return datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=timezone.utc)
+            # Sliced by hand: strptime costs more than the rest of the date handling.
+            return datetime(
+                int(amz_date[0:4]),
+                int(amz_date[4:6]),
+                int(amz_date[6:8]),
+                int(amz_date[9:11]),
+                int(amz_date[11:13]),
+                int(amz_date[13:15]),
+                tzinfo=timezone.utc,
+            )
         except ValueError:
             raise IncompleteSignatureException(
                 f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. "
@@ -499,6 +519,7 @@ def _expected_signature(
         authorization.service,
         authorization.region,
         authorization.signed_headers,
+        body,
     )
     canonical_request = signer.canonical_request(request)
     string_to_sign = signer.string_to_sign(request, canonical_request)

@@ -234,7 +234,7 @@ def _string_problems(shape: Shape, value: str) -> list[str]:
     if high is not None and len(value) > high:
         problems.append(f"Member must have length less than or equal to {high}")
     pattern = meta.get("pattern")
-    if pattern is not None:
+    if pattern is not None and not _local_model_data(shape, value):
         compiled = java_pattern(pattern)
         if compiled is not None and compiled.fullmatch(value) is None:
             shown = pattern if pattern.startswith("^") else "^" + pattern
@@ -245,6 +245,15 @@ def _string_problems(shape: Shape, value: str) -> list[str]:
         if value not in allowed:
             problems.append(text)
     return problems
+
+
+# Model-data locations (`ModelDataUrl`, `S3DataSource.S3Uri`): SageMaker takes s3:// and
+# https:// only; a self-hosted gateway also takes files on its own machine.
+_MODEL_DATA_SHAPES = frozenset({"Url", "S3ModelUri"})
+
+
+def _local_model_data(shape: Shape, value: str) -> bool:
+    return shape.name in _MODEL_DATA_SHAPES and value.startswith(("file://", "/"))
 
 
 @functools.lru_cache(maxsize=256)

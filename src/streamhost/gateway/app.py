@@ -1,0 +1,267 @@
+"""The hosting gateway as one ASGI app: control plane + runtime plane behind SigV4.
+
+Every request (`POST /` with `X-Amz-Target` for the control plane,
+`POST /endpoints/{name}/invocations[-response-stream]` for the runtime) has its body read
+under the operation's size limit and its SigV4 signature checked with botocore's signer
+before anything else happens; `GET /ping` (the gateway's own health) is the only route
+that needs no signature.
+
+The lifespan opens the state store, starts the local-process provisioner and the runtime
+client, and restores the endpoints a previous gateway left; shutting down stops every
+instance (unless `keep_instances`, which leaves them for the next gateway to adopt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+
+from . import errors
+from .control import ControlPlane
+from .control_app import MAX_BODY_BYTES as CONTROL_MAX_BODY
+from .control_app import control_routes
+from .errors import AwsError
+from .provisioner import LocalProcessProvisioner, ProvisionerSettings
+from .router import Router
+from .runtime import RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
+from .settings import GatewaySettings
+from .sigv4 import verify
+from .store import Store
+
+__all__ = ["GatewayApp", "create_gateway_app"]
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def create_gateway_app(settings: GatewaySettings) -> GatewayApp:
+    """The gateway's ASGI app for `settings` (serve it with uvicorn)."""
+    return GatewayApp(settings)
+
+
+class GatewayApp:
+    """The gateway: authentication, then the control or the runtime plane."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.router = Router(on_down=self._instance_down)
+        self.provisioner: LocalProcessProvisioner | None = None
+        self.control: ControlPlane | None = None
+        self.runtime = RuntimePlane(
+            self.router,
+            RuntimeSettings(
+                account=settings.account,
+                region=settings.region,
+                stream_timeout=settings.stream_timeout,
+                idle_timeout=settings.idle_timeout,
+                invoke_timeout=settings.invoke_timeout,
+                max_payload=settings.max_payload,
+            ),
+        )
+        self._control_app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifespan ------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the store, start the planes, restore endpoints left running."""
+        settings = self.settings
+        self.store = await asyncio.to_thread(Store.open, settings.state_url)
+        self.provisioner = LocalProcessProvisioner(
+            ProvisionerSettings(
+                state_dir=settings.state_dir,
+                environment=dict(settings.instance_environment),
+                python=settings.instance_python,
+                startup_timeout=settings.startup_timeout,
+                health_interval=settings.health_interval,
+                drain_timeout=settings.drain_timeout,
+                stop_timeout=settings.stop_timeout,
+            ),
+            self.store,
+            self.router,
+        )
+        self.control = ControlPlane(
+            self.store,
+            self.provisioner,
+            settings.region,
+            settings.account,
+            model_check=self.provisioner.check_model,
+        )
+        self._control_app = Starlette(routes=control_routes(self.control))
+        await self.runtime.start()
+        self.provisioner.start()
+        restored = await self.control.restore()
+        await self.provisioner.reap_orphans(keep=restored)
+        log.info(
+            "gateway ready on %s (auth %s, state %s); restoring %d endpoint(s)",
+            settings.url,
+            "on" if settings.auth_enabled else "OFF",
+            settings.state_url,
+            len(restored),
+        )
+
+    async def shutdown(self) -> None:
+        """Stop deployments in progress, the instances, the HTTP client and the store."""
+        if self.control is not None:
+            await self.control.close()
+        if self.provisioner is not None:
+            await self.provisioner.close(stop_instances=not self.settings.keep_instances)
+        await self.runtime.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as error:
+                    log.exception("gateway startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as error:
+                    log.exception("gateway shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = str(uuid.uuid4())
+        method = scope["method"]
+        path = scope["path"]
+        if path == "/ping" and method in ("GET", "HEAD"):
+            await _respond_empty(send, 200)
+            return
+        raw_path = _raw_path(scope)
+        runtime_route = parse_runtime_path(raw_path) if path != "/" else None
+        if method != "POST" or (path != "/" and runtime_route is None):
+            await send_error(
+                send,
+                AwsError(
+                    "UnknownOperationException",
+                    f"No SageMaker operation is served at {method} {path}.",
+                    status=404,
+                ),
+                request_id,
+            )
+            return
+        limit = CONTROL_MAX_BODY if runtime_route is None else self.settings.max_payload
+        try:
+            body = await _read_body(scope, receive, limit, runtime=runtime_route is not None)
+            if self.settings.credentials is not None:
+                query = scope.get("query_string", b"").decode("latin-1")
+                verify(
+                    method,
+                    raw_path + (f"?{query}" if query else ""),
+                    _joined_headers(scope["headers"]),
+                    body,
+                    store=self.settings.credentials,
+                )
+        except AwsError as error:
+            await send_error(send, error, request_id)
+            return
+        except _Disconnected:
+            return
+        if runtime_route is not None:
+            await self.runtime.handle(scope, receive, send, body, request_id, runtime_route)
+            return
+        if self._control_app is None:
+            await send_error(send, errors.service_unavailable("Starting up."), request_id)
+            return
+        await self._control_app(scope, _replay(body, receive), send)
+
+    def _instance_down(self, instance: Any) -> None:
+        if self.provisioner is not None:
+            self.provisioner.check_soon(instance)
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body."""
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, *, runtime: bool) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit`."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _too_large(limit, runtime)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, runtime)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(limit: int, runtime: bool) -> AwsError:
+    if runtime:
+        return errors.payload_too_large(limit)
+    return AwsError("SerializationException", f"Request body exceeds {limit} bytes.", status=413)
+
+
+def _raw_path(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    if raw:
+        return raw.decode("latin-1")
+    return quote(scope["path"])
+
+
+def _joined_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    # A repeated header is one comma-joined value, as SigV4's canonical request has it.
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the already-read body to the control plane's app."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond_empty(send: Send, status: int) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]}
+    )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

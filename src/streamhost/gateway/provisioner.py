@@ -1,0 +1,1008 @@
+"""Model-server instances as local processes: the gateway's `EndpointDeployer`.
+
+Each production variant × `InitialInstanceCount` becomes one
+`python -m streamhost.cli serve-model` process on a free loopback port, in its own process
+group, with the container's `Environment`, a per-instance secret the model server demands
+on every request (so only the gateway can reach it), and its stdout/stderr in
+`<state_dir>/logs/<endpoint>/<instance>.log`. An instance counts once `/ping` answers 200
+within `ContainerStartupHealthCheckTimeoutInSeconds`.
+
+While an endpoint runs, a health loop pings every instance; a dead or unresponsive one is
+retired (its sticky sessions end with it) and replaced while the others keep serving.
+UpdateEndpoint is blue/green: the new fleet starts and passes its health checks, routing
+switches to it in one step, and the old fleet drains (in-flight requests finish, bounded)
+before it is stopped. Stopping is SIGTERM to the process group, then SIGKILL.
+
+Instances are recorded in the store. After a gateway crash, `deploy` (from
+`ControlPlane.restore`) adopts instances that are still the same process (pid and start
+time), still run the same deployment, still hold their secret and still answer `/ping`;
+anything else it finds recorded is killed and started afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from . import errors
+from .artifacts import ArtifactError, location_problem, materialize, model_root
+from .images import Personality, UnsupportedImage, personality
+from .lifecycle import DeployFailed
+from .router import Instance, Router, Variant
+from .store import InstanceRecord, Store
+
+__all__ = [
+    "InstanceState",
+    "LocalProcessProvisioner",
+    "ProvisionerSettings",
+    "VariantPlan",
+    "gpu_available",
+    "is_accelerated",
+    "read_instance_logs",
+]
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "x-streamhost-instance-secret"
+# Where SageMaker puts model data; container environments often point at it.
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+# Accelerated instance families: GPUs (g, p), Inferentia, Trainium, Gaudi.
+_ACCELERATED_FAMILIES = ("ml.g", "ml.p", "ml.inf", "ml.trn", "ml.dl")
+_READY_MARKER = ".ready"
+_PORT_IN_USE = ("address already in use", "errno 98")
+_LAUNCH_ATTEMPTS = 3  # a port taken between our probe and the child's bind is retried
+_REPLACE_BACKOFF = (2.0, 5.0, 15.0, 60.0)
+
+
+class InstanceState:
+    """An instance's state as recorded in the store."""
+
+    STARTING = "Starting"
+    IN_SERVICE = "InService"
+    DRAINING = "Draining"
+    STOPPING = "Stopping"
+
+
+@dataclass(frozen=True)
+class ProvisionerSettings:
+    """How instances are started, checked and stopped (all durations in seconds)."""
+
+    state_dir: Path
+    environment: Mapping[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+    host: str = "127.0.0.1"
+    startup_timeout: float = 600.0  # ContainerStartupHealthCheckTimeoutInSeconds default
+    download_timeout: float = 3600.0  # ModelDataDownloadTimeoutInSeconds default
+    health_interval: float = 2.0
+    ping_timeout: float = 2.0  # SageMaker's /ping timeout
+    unhealthy_after: int = 3  # consecutive failed pings before an instance is replaced
+    drain_timeout: float = 30.0
+    stop_timeout: float = 30.0  # SIGTERM → SIGKILL, as SageMaker gives containers
+    log_tail_lines: int = 15
+    gpu: bool | None = None  # None: detect (nvidia-smi, /proc/driver/nvidia)
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """One production variant as the provisioner runs it."""
+
+    name: str
+    model_name: str
+    container: dict[str, Any]
+    api: Personality
+    instance_type: str | None
+    count: int
+    weight: float
+    startup_timeout: float
+    download_timeout: float
+    random_routing: bool
+    fingerprint: str  # identifies the variant + model definition, for adoption
+
+
+class _Process:
+    """A model-server process: our child (`popen`), or adopted after a gateway restart."""
+
+    def __init__(self, pid: int, create_time: float, popen: subprocess.Popen | None) -> None:
+        self.pid = pid
+        self.create_time = create_time
+        self.popen = popen
+        # An adopted process may still be our child (a gateway restarted in-process); then
+        # only waitpid can tell its exit apart from a zombie, and must collect it.
+        self._child = popen is None and _parent_of(pid) == os.getpid()
+        self._exited = False
+
+    def alive(self) -> bool:
+        """Whether the process is still running; collects its exit status if it is ours."""
+        if self.popen is not None:
+            return self.popen.poll() is None
+        if self._exited:
+            return False
+        if self._child:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = self.pid  # already collected
+            self._exited = pid == self.pid
+            return not self._exited
+        try:
+            process = psutil.Process(self.pid)
+            if abs(process.create_time() - self.create_time) > 0.01:
+                self._exited = True  # the pid was reused by another process
+            elif process.status() == psutil.STATUS_ZOMBIE:
+                self._exited = True  # its parent (not us) collects it
+        except psutil.Error:
+            self._exited = True
+        return not self._exited
+
+    def returncode(self) -> int | None:
+        """The exit status, when known."""
+        return None if self.popen is None else self.popen.poll()
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the whole process group (the model server and anything it started)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
+
+
+@dataclass(eq=False)
+class _ManagedInstance:
+    route: Instance
+    endpoint: str
+    deployment_id: str
+    plan: VariantPlan
+    process: _Process
+    log_path: Path
+    model_dir: Path
+    started_at: float
+    failures: int = 0
+
+
+@dataclass(eq=False)
+class _Fleet:
+    """One deployment of an endpoint: its variants' plans, model folders and instances."""
+
+    endpoint: str
+    deployment_id: str
+    root: Path
+    plans: dict[str, VariantPlan]
+    variants: dict[str, Variant] = field(default_factory=dict)
+    instances: list[_ManagedInstance] = field(default_factory=list)
+    model_dirs: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # (data, root)
+    replacing: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+    retired: bool = False
+
+
+class LocalProcessProvisioner:
+    """Runs each endpoint's instances as model-server processes on this machine."""
+
+    def __init__(self, settings: ProvisionerSettings, store: Store, router: Router) -> None:
+        self.settings = settings
+        self.store = store
+        self.router = router
+        self._fleets: dict[str, _Fleet] = {}
+        self._retiring: set[_Fleet] = set()  # old fleets draining after an update
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._health: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._closing = False
+
+    # -- EndpointDeployer ------------------------------------------------------------------
+
+    async def deploy(
+        self, endpoint_name: str, config: dict[str, Any], models: dict[str, dict]
+    ) -> None:
+        """Bring the endpoint to `config` (create, blue/green update, or restore)."""
+        self.start()
+        key = endpoint_name.lower()
+        async with self._lock(key):
+            plans = self._plan(config, models)
+            old = self._fleets.get(key)
+            adopted: list[_ManagedInstance] = []
+            deployment_id = secrets.token_hex(4)
+            if old is None:
+                adopted, deployment_id = await self._adopt_or_reap(endpoint_name, plans)
+            fleet = _Fleet(
+                endpoint=endpoint_name,
+                deployment_id=deployment_id,
+                root=self._endpoint_dir(key) / deployment_id,
+                plans=plans,
+            )
+            started: list[_ManagedInstance] = []
+            try:
+                await self._prepare_models(fleet)
+                fleet.instances.extend(adopted)
+                wanted = []
+                for plan in plans.values():
+                    have = sum(1 for m in adopted if m.plan.name == plan.name)
+                    wanted += [plan] * max(plan.count - have, 0)
+                await self._launch_all(fleet, wanted, started)
+            except BaseException:
+                # Shielded: a cancelled deploy (gateway shutdown) must still stop what it
+                # started, and a failed update must leave the old fleet alone.
+                await asyncio.shield(self._abandon(fleet, started, adopted, keep_root=old))
+                raise
+            fleet.instances.extend(started)
+            for plan in plans.values():
+                fleet.variants[plan.name] = Variant(
+                    name=plan.name,
+                    weight=plan.weight,
+                    instances=[m.route for m in fleet.instances if m.plan.name == plan.name],
+                    random_routing=plan.random_routing,
+                )
+            self.router.publish(endpoint_name, fleet.variants.values())
+            self._fleets[key] = fleet
+            if old is not None:
+                # Tracked until stopped, so a shutdown during the drain still stops it.
+                self._retiring.add(old)
+                try:
+                    await self._retire_fleet(old, drain=True)
+                finally:
+                    self._retiring.discard(old)
+
+    async def undeploy(self, endpoint_name: str) -> None:
+        """Stop every instance of the endpoint (those recorded by a previous gateway too)."""
+        key = endpoint_name.lower()
+        async with self._lock(key):
+            self.router.withdraw(endpoint_name)
+            fleet = self._fleets.pop(key, None)
+            if fleet is not None:
+                await self._retire_fleet(fleet, drain=False)
+            for record in await asyncio.to_thread(self.store.list_instances, endpoint_name):
+                await self._stop_recorded(record)
+            await asyncio.to_thread(shutil.rmtree, self._endpoint_dir(key), True)
+
+    def instance_counts(self, endpoint_name: str) -> dict[str, int]:
+        """Healthy (routable) instances per variant."""
+        return self.router.healthy_counts(endpoint_name)
+
+    # -- what the control plane asks before accepting a model ------------------------------
+
+    def check_model(self, model: Mapping[str, Any]) -> None:
+        """Refuse, at CreateModel, a model this provisioner could never run (`AwsError`)."""
+        containers = list(model.get("Containers") or [])
+        if not containers and model.get("PrimaryContainer") is not None:
+            containers = [model["PrimaryContainer"]]
+        if len(containers) > 1:
+            raise errors.validation_error(
+                f"streamhost runs one container per model; this model has {len(containers)} "
+                "(inference pipelines are not supported)."
+            )
+        for container in containers:
+            image = container.get("Image")
+            if not image:
+                raise errors.validation_error(
+                    "streamhost needs the container's Image to choose its API (TGI or LMI)."
+                )
+            try:
+                personality(image)
+            except UnsupportedImage as error:
+                raise errors.validation_error(str(error)) from None
+            problem = location_problem(container)
+            if problem is not None:
+                raise errors.validation_error(problem)
+
+    # -- lifecycle of the provisioner itself ------------------------------------------------
+
+    def start(self) -> None:
+        """Start the health loop (idempotent; needs a running event loop)."""
+        if self._health is None and not self._closing:
+            self._wake = asyncio.Event()
+            self._health = asyncio.get_running_loop().create_task(
+                self._health_loop(), name="streamhost-health"
+            )
+
+    def check_soon(self, instance: Instance | None = None) -> None:
+        """Run the health loop now (the runtime saw an instance fail a request)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def reap_orphans(self, keep: Collection[str]) -> int:
+        """Stop recorded instances of endpoints other than `keep` (which restore handles);
+        how many records were cleared."""
+        keep_keys = {name.lower() for name in keep} | set(self._fleets)
+        records = await asyncio.to_thread(self.store.list_instances)
+        stale = [r for r in records if r.endpoint_name.lower() not in keep_keys]
+        for record in stale:
+            await self._stop_recorded(record)
+        return len(stale)
+
+    async def close(self, *, stop_instances: bool = True) -> None:
+        """Stop the health loop and (unless `stop_instances` is False, which leaves them
+        for a later gateway to adopt, as a crash would) every instance."""
+        self._closing = True
+        tasks = [t for t in (self._health, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._health = None
+        if stop_instances:
+            fleets = [*self._retiring, *self._fleets.values()]
+            for fleet in fleets:
+                self.router.withdraw(fleet.endpoint)
+            await asyncio.gather(*(self._retire_fleet(f, drain=False) for f in fleets))
+        self._fleets.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _plan(self, config: dict[str, Any], models: dict[str, dict]) -> dict[str, VariantPlan]:
+        plans: dict[str, VariantPlan] = {}
+        for variant in config.get("ProductionVariants", []):
+            name = variant["VariantName"]
+            model_name = variant.get("ModelName")
+            model = models.get(model_name or "")
+            if model is None:
+                raise DeployFailed(f"Variant {name} names no model streamhost knows.")
+            containers = list(model.get("Containers") or [])
+            if not containers and model.get("PrimaryContainer") is not None:
+                containers = [model["PrimaryContainer"]]
+            if len(containers) != 1:
+                raise DeployFailed(
+                    f"Model {model_name} has {len(containers)} containers; streamhost runs "
+                    "exactly one per model."
+                )
+            container = containers[0]
+            try:
+                api = personality(container.get("Image", ""))
+            except UnsupportedImage as error:
+                raise DeployFailed(str(error)) from None
+            serverless = variant.get("ServerlessConfig") is not None
+            instance_type = None if serverless else variant.get("InstanceType")
+            if instance_type and is_accelerated(instance_type) and not self._gpu():
+                log.warning(
+                    "variant %s asks for %s but this machine has no GPU: running on CPU",
+                    name,
+                    instance_type,
+                )
+            digest = hashlib.sha256(
+                json.dumps({"variant": variant, "model": model}, sort_keys=True).encode()
+            ).hexdigest()[:16]
+            routing = (variant.get("RoutingConfig") or {}).get("RoutingStrategy")
+            plans[name] = VariantPlan(
+                name=name,
+                model_name=model_name or "",
+                container=dict(container),
+                api=api,
+                instance_type=instance_type,
+                count=1 if serverless else int(variant.get("InitialInstanceCount", 1)),
+                weight=float(variant.get("InitialVariantWeight", 1.0)),
+                startup_timeout=float(
+                    variant.get(
+                        "ContainerStartupHealthCheckTimeoutInSeconds",
+                        self.settings.startup_timeout,
+                    )
+                ),
+                download_timeout=float(
+                    variant.get("ModelDataDownloadTimeoutInSeconds", self.settings.download_timeout)
+                ),
+                random_routing=routing == "RANDOM",
+                fingerprint=digest,
+            )
+        return plans
+
+    def _gpu(self) -> bool:
+        return self.settings.gpu if self.settings.gpu is not None else gpu_available()
+
+    async def _prepare_models(self, fleet: _Fleet) -> None:
+        """Materialise each variant's model data once; its instances share the folder."""
+        for plan in fleet.plans.values():
+            variant_dir = fleet.root / _safe_name(plan.name)
+            data_dir = variant_dir / "model"
+            if not (variant_dir / _READY_MARKER).exists():
+                await asyncio.to_thread(shutil.rmtree, data_dir, True)
+                try:
+                    await asyncio.to_thread(
+                        materialize, plan.container, data_dir, timeout=plan.download_timeout
+                    )
+                except ArtifactError as error:
+                    raise DeployFailed(f"Variant {plan.name}: {error}") from None
+                (variant_dir / _READY_MARKER).touch()
+            root = data_dir if plan.api == "tgi" else model_root(data_dir)
+            fleet.model_dirs[plan.name] = (data_dir, root)
+
+    # -- starting instances ----------------------------------------------------------------
+
+    async def _launch_all(
+        self, fleet: _Fleet, plans: list[VariantPlan], started: list[_ManagedInstance]
+    ) -> None:
+        """Start instances concurrently; the first failure cancels the rest and is raised."""
+        if not plans:
+            return
+        tasks = [asyncio.create_task(self._launch(fleet, plan, started)) for plan in plans]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+
+    async def _launch(
+        self, fleet: _Fleet, plan: VariantPlan, started: list[_ManagedInstance]
+    ) -> _ManagedInstance:
+        """Start one instance and wait until it is healthy; `DeployFailed` otherwise.
+
+        The instance is appended to `started` as soon as its process exists, so whoever
+        called can stop it whatever happens next.
+        """
+        for attempt in range(1, _LAUNCH_ATTEMPTS + 1):
+            managed = await self._spawn(fleet, plan, started)
+            try:
+                await self._wait_healthy(managed)
+            except DeployFailed as failure:
+                if attempt < _LAUNCH_ATTEMPTS and _port_taken(managed.log_path):
+                    started.remove(managed)
+                    await self._stop_instance(managed)
+                    continue
+                raise failure from None
+            await self._set_state(managed, InstanceState.IN_SERVICE)
+            log.info(
+                "instance %s of endpoint %s is healthy on port %d (pid %d)",
+                managed.route.instance_id,
+                fleet.endpoint,
+                managed.route.port,
+                managed.process.pid,
+            )
+            return managed
+        raise AssertionError("unreachable")
+
+    async def _spawn(
+        self, fleet: _Fleet, plan: VariantPlan, started: list[_ManagedInstance]
+    ) -> _ManagedInstance:
+        key = fleet.endpoint.lower()
+        instance_id = f"{_safe_name(plan.name)}-{secrets.token_hex(4)}"
+        port = _free_port(self.settings.host)
+        secret = secrets.token_urlsafe(24)
+        data_dir, root = fleet.model_dirs[plan.name]
+        log_path = self.settings.state_dir / "logs" / key / f"{instance_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.settings.environment,
+            **_container_environment(plan.container, data_dir),
+            "STREAMHOST_INSTANCE_SECRET": secret,
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",  # log lines reach the file as they happen
+        }
+        argv = [
+            self.settings.python,
+            "-m",
+            "streamhost.cli",
+            "serve-model",
+            "--model-dir",
+            str(root),
+            "--port",
+            str(port),
+            "--host",
+            self.settings.host,
+            "--api",
+            plan.api,
+        ]
+        banner = (
+            f"--- streamhost: starting instance {instance_id} of endpoint {fleet.endpoint} "
+            f"(variant {plan.name}, {plan.instance_type or 'serverless'}, {plan.api} API) "
+            f"at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+        )
+        popen = await asyncio.to_thread(_popen, argv, env, root, log_path, banner)
+        process = _Process(popen.pid, _create_time(popen.pid), popen)
+        managed = _ManagedInstance(
+            route=Instance(instance_id, plan.name, self.settings.host, port, secret),
+            endpoint=fleet.endpoint,
+            deployment_id=fleet.deployment_id,
+            plan=plan,
+            process=process,
+            log_path=log_path,
+            model_dir=root,
+            started_at=time.time(),
+        )
+        started.append(managed)
+        await self._put_record(managed, InstanceState.STARTING)
+        return managed
+
+    async def _wait_healthy(self, managed: _ManagedInstance) -> None:
+        timeout = managed.plan.startup_timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        instance_id = managed.route.instance_id
+        while True:
+            if not managed.process.alive():
+                code = managed.process.returncode()
+                raise DeployFailed(
+                    f"Instance {instance_id} of variant {managed.plan.name} exited"
+                    f"{'' if code is None else f' with status {code}'} before passing its "
+                    f"health check. {self._tail(managed)}"
+                )
+            status, body = await self._ping(managed.route)
+            if status == 200:
+                return
+            failed = _load_failure(status, body)
+            if failed is not None:
+                raise DeployFailed(
+                    f"Instance {instance_id} of variant {managed.plan.name} could not load "
+                    f"its model: {failed}. {self._tail(managed)}"
+                )
+            if time.monotonic() > deadline:
+                raise DeployFailed(
+                    f"Instance {instance_id} of variant {managed.plan.name} did not pass its "
+                    f"/ping health check within ContainerStartupHealthCheckTimeoutInSeconds="
+                    f"{timeout:g}. {self._tail(managed)}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _tail(self, managed: _ManagedInstance) -> str:
+        lines = _tail_lines(managed.log_path, self.settings.log_tail_lines)
+        if not lines:
+            return "The instance wrote no log."
+        return "Last log lines: " + " | ".join(lines)
+
+    # -- adoption after a restart ----------------------------------------------------------
+
+    async def _adopt_or_reap(
+        self, endpoint_name: str, plans: dict[str, VariantPlan]
+    ) -> tuple[list[_ManagedInstance], str]:
+        """Instances a previous gateway left that can serve `plans` as they are; every
+        other recorded instance of the endpoint is stopped. Returns them and the
+        deployment id whose model folders they use (a fresh id if none)."""
+        records = await asyncio.to_thread(self.store.list_instances, endpoint_name)
+        candidates: dict[str, list[tuple[InstanceRecord, _Process]]] = {}
+        for record in records:
+            process = _recorded_process(record)
+            plan = plans.get(record.variant_name)
+            usable = (
+                process is not None
+                and plan is not None
+                and record.state == InstanceState.IN_SERVICE
+                and record.detail.get("fingerprint") == plan.fingerprint
+                and _holds_secret(process.pid, record.secret)
+                and Path(record.detail.get("model_dir", "")).is_dir()
+                and (await self._ping(_route(record)))[0] == 200
+            )
+            if usable and process is not None:
+                deployment = str(record.detail.get("deployment"))
+                candidates.setdefault(deployment, []).append((record, process))
+            else:
+                await self._stop_recorded(record, process)
+        if not candidates:
+            return [], secrets.token_hex(4)
+        # Instances of one deployment only: they share its model folders.
+        deployment = max(candidates, key=lambda d: len(candidates[d]))
+        adopted: list[_ManagedInstance] = []
+        for other, pairs in candidates.items():
+            for record, process in pairs:
+                plan = plans[record.variant_name]
+                same_variant = sum(1 for m in adopted if m.plan.name == plan.name)
+                if other != deployment or same_variant >= plan.count:
+                    await self._stop_recorded(record, process)
+                    continue
+                adopted.append(
+                    _ManagedInstance(
+                        route=_route(record),
+                        endpoint=endpoint_name,
+                        deployment_id=deployment,
+                        plan=plan,
+                        process=process,
+                        log_path=Path(record.detail.get("log", "")),
+                        model_dir=Path(record.detail["model_dir"]),
+                        started_at=record.started_at,
+                    )
+                )
+                log.info(
+                    "adopted instance %s of endpoint %s (pid %d, port %s)",
+                    record.instance_id,
+                    endpoint_name,
+                    process.pid,
+                    record.port,
+                )
+        return adopted, deployment
+
+    async def _stop_recorded(self, record: InstanceRecord, process: _Process | None = None) -> None:
+        process = process or _recorded_process(record)
+        if process is not None:
+            log.info("stopping orphaned instance %s (pid %d)", record.instance_id, process.pid)
+            await self._stop_process(process)
+        await asyncio.to_thread(self.store.delete_instance, record.instance_id)
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.health_interval)
+            self._wake.clear()
+            for fleet in list(self._fleets.values()):
+                try:
+                    await self._check_fleet(fleet)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("health check of endpoint %s failed", fleet.endpoint)
+
+    async def _check_fleet(self, fleet: _Fleet) -> None:
+        await asyncio.gather(*(self._check(fleet, m) for m in list(fleet.instances)))
+        if fleet.retired:
+            return
+        now = time.monotonic()
+        for plan in fleet.plans.values():
+            live = sum(1 for m in fleet.instances if m.plan.name == plan.name)
+            missing = plan.count - live - fleet.replacing.get(plan.name, 0)
+            if missing > 0 and now >= fleet.retry_at.get(plan.name, 0.0):
+                for _ in range(missing):
+                    self._background(self._replace(fleet, plan))
+
+    async def _check(self, fleet: _Fleet, managed: _ManagedInstance) -> None:
+        if fleet.retired or managed not in fleet.instances:
+            return
+        if not managed.process.alive():
+            code = managed.process.returncode()
+            await self._lose(fleet, managed, "exited" + ("" if code is None else f" ({code})"))
+            return
+        status, _ = await self._ping(managed.route)
+        if status == 200:
+            managed.failures = 0
+            self.router.mark_up(managed.route)
+            return
+        managed.failures += 1
+        if managed.failures >= self.settings.unhealthy_after:
+            await self._lose(fleet, managed, f"failed {managed.failures} health checks")
+
+    async def _lose(self, fleet: _Fleet, managed: _ManagedInstance, why: str) -> None:
+        if managed not in fleet.instances:
+            return
+        log.warning(
+            "instance %s of endpoint %s %s; replacing it",
+            managed.route.instance_id,
+            fleet.endpoint,
+            why,
+        )
+        fleet.instances.remove(managed)
+        self.router.retire(managed.route)
+        await self._stop_instance(managed)
+
+    async def _replace(self, fleet: _Fleet, plan: VariantPlan) -> None:
+        fleet.replacing[plan.name] = fleet.replacing.get(plan.name, 0) + 1
+        started: list[_ManagedInstance] = []
+        try:
+            managed = await self._launch(fleet, plan, started)
+            if fleet.retired or self._closing:
+                await self._stop_instance(managed)
+                return
+            fleet.instances.append(managed)
+            self.router.add(fleet.endpoint, managed.route)
+            fleet.failures[plan.name] = 0
+        except DeployFailed as failure:
+            count = fleet.failures.get(plan.name, 0)
+            fleet.failures[plan.name] = count + 1
+            backoff = _REPLACE_BACKOFF[min(count, len(_REPLACE_BACKOFF) - 1)]
+            fleet.retry_at[plan.name] = time.monotonic() + backoff
+            log.error("replacing an instance of endpoint %s failed: %s", fleet.endpoint, failure)
+            for managed in started:
+                await self._stop_instance(managed)
+        except BaseException:
+            for managed in started:
+                await asyncio.shield(self._stop_instance(managed))
+            raise
+        finally:
+            fleet.replacing[plan.name] -= 1
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def _retire_fleet(self, fleet: _Fleet, *, drain: bool) -> None:
+        fleet.retired = True
+        for managed in fleet.instances:
+            self.router.retire(managed.route)
+        if drain:
+            for managed in fleet.instances:
+                await self._set_state(managed, InstanceState.DRAINING)
+            deadline = time.monotonic() + self.settings.drain_timeout
+            while (
+                any(m.route.outstanding > 0 for m in fleet.instances)
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.05)
+        await asyncio.gather(*(self._stop_instance(m) for m in list(fleet.instances)))
+        fleet.instances.clear()
+        await asyncio.to_thread(shutil.rmtree, fleet.root, True)
+
+    async def _abandon(
+        self,
+        fleet: _Fleet,
+        started: list[_ManagedInstance],
+        adopted: list[_ManagedInstance],
+        keep_root: _Fleet | None,
+    ) -> None:
+        """Undo a deployment that failed or was cancelled."""
+        fleet.retired = True
+        await asyncio.gather(*(self._stop_instance(m) for m in [*started, *adopted]))
+        if keep_root is None or keep_root.root != fleet.root:
+            await asyncio.to_thread(shutil.rmtree, fleet.root, True)
+
+    async def _stop_instance(self, managed: _ManagedInstance) -> None:
+        managed.route.up = False
+        managed.route.gone = True
+        await self._set_state(managed, InstanceState.STOPPING)
+        await self._stop_process(managed.process)
+        await asyncio.to_thread(self.store.delete_instance, managed.route.instance_id)
+        with contextlib.suppress(OSError), managed.log_path.open("a") as file:
+            file.write(
+                f"--- streamhost: stopped instance {managed.route.instance_id} at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+            )
+
+    async def _stop_process(self, process: _Process) -> None:
+        if not process.alive():
+            return  # never signal a group whose leader is gone: its id may be reused
+        process.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.stop_timeout
+        while process.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if process.alive():
+            log.warning(
+                "pid %d ignored SIGTERM for %gs; killing it",
+                process.pid,
+                self.settings.stop_timeout,
+            )
+        # SIGKILL for whatever is left of the group, the leader or anything it started
+        # (the group id stays reserved while any member lives).
+        process.signal_group(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _endpoint_dir(self, key: str) -> Path:
+        return self.settings.state_dir / "endpoints" / key
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ping(self, route: Instance) -> tuple[int | None, bytes]:
+        """(status, body) of the instance's `/ping`; (None, b"") if it cannot be reached."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.ping_timeout)
+            )
+        try:
+            async with self._http.get(
+                route.url + "/ping", headers={SECRET_HEADER: route.secret}
+            ) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return None, b""
+
+    async def _set_state(self, managed: _ManagedInstance, state: str) -> None:
+        await asyncio.to_thread(self.store.set_instance_state, managed.route.instance_id, state)
+
+    async def _put_record(self, managed: _ManagedInstance, state: str) -> None:
+        record = InstanceRecord(
+            instance_id=managed.route.instance_id,
+            endpoint_name=managed.endpoint,
+            variant_name=managed.plan.name,
+            state=state,
+            host=managed.route.host,
+            port=managed.route.port,
+            pid=managed.process.pid,
+            secret=managed.route.secret,
+            started_at=managed.started_at,
+            detail={
+                "deployment": managed.deployment_id,
+                "fingerprint": managed.plan.fingerprint,
+                "create_time": managed.process.create_time,
+                "model_dir": str(managed.model_dir),
+                "log": str(managed.log_path),
+                "api": managed.plan.api,
+                "instance_type": managed.plan.instance_type,
+            },
+        )
+        try:
+            await asyncio.to_thread(self.store.put_instance, record)
+        except KeyError:
+            raise DeployFailed(f"Endpoint {managed.endpoint} was deleted.") from None
+
+
+# -- module helpers ---------------------------------------------------------------------------
+
+
+def is_accelerated(instance_type: str) -> bool:
+    """Whether an instance type has GPUs or other accelerators (g, p, inf, trn, dl)."""
+    return instance_type.startswith(_ACCELERATED_FAMILIES)
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_available() -> bool:
+    """Whether this machine has an NVIDIA GPU, found without importing torch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    with contextlib.suppress(OSError):
+        if gpus.is_dir() and any(gpus.iterdir()):
+            return True
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return False
+    try:
+        result = subprocess.run(
+            [executable, "-L"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and any(
+        line.startswith("GPU") for line in result.stdout.splitlines()
+    )
+
+
+def read_instance_logs(
+    state_dir: Path, endpoint_name: str, tail: int | None = None
+) -> list[tuple[str, str]]:
+    """(instance id, log text) of every instance an endpoint has had, oldest first;
+    `tail` keeps only each log's last lines. Reads files only: no gateway needed."""
+    folder = Path(state_dir) / "logs" / endpoint_name.lower()
+    if not folder.is_dir():
+        return []
+    logs = []
+    for path in sorted(folder.glob("*.log"), key=lambda p: (p.stat().st_mtime, p.name)):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
+        logs.append((path.stem, text))
+    return logs
+
+
+def _safe_name(name: str) -> str:
+    # Variant names are [a-zA-Z0-9-]; lower-cased so the folder matches any spelling.
+    return "".join(c if c.isalnum() or c == "-" else "_" for c in name.lower())
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _popen(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, banner: str
+) -> subprocess.Popen:
+    with log_path.open("ab") as log_file:
+        log_file.write(banner.encode())
+        log_file.flush()
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # own process group: signals reach all of it, and
+            # a Ctrl-C meant for the gateway does not kill instances mid-shutdown
+            close_fds=True,
+        )
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _container_environment(container: Mapping[str, Any], data_dir: Path) -> dict[str, str]:
+    """The container's `Environment`, with SageMaker's model path pointed at ours."""
+    env = {}
+    for key, value in (container.get("Environment") or {}).items():
+        text = str(value)
+        if text == SAGEMAKER_MODEL_DIR or text.startswith(SAGEMAKER_MODEL_DIR + "/"):
+            text = str(data_dir) + text[len(SAGEMAKER_MODEL_DIR) :]
+        env[str(key)] = text
+    return env
+
+
+def _recorded_process(record: InstanceRecord) -> _Process | None:
+    """The live process a store record describes, or None if it is gone or not ours."""
+    if record.pid is None:
+        return None
+    try:
+        process = psutil.Process(record.pid)
+        create_time = process.create_time()
+        expected = record.detail.get("create_time")
+        if expected is not None and abs(create_time - float(expected)) > 0.01:
+            return None  # the pid now belongs to another process
+        if process.status() == psutil.STATUS_ZOMBIE:
+            if process.ppid() == os.getpid():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(record.pid, os.WNOHANG)  # ours (an in-process restart)
+            return None
+        cmdline = process.cmdline()
+    except psutil.Error:
+        return None
+    if "serve-model" not in cmdline or str(record.port) not in cmdline:
+        return None
+    return _Process(record.pid, create_time, None)
+
+
+def _holds_secret(pid: int, secret: str) -> bool:
+    try:
+        return psutil.Process(pid).environ().get("STREAMHOST_INSTANCE_SECRET") == secret
+    except psutil.Error:
+        return False
+
+
+def _route(record: InstanceRecord) -> Instance:
+    return Instance(
+        record.instance_id, record.variant_name, record.host, record.port or 0, record.secret
+    )
+
+
+def _load_failure(status: int | None, body: bytes) -> str | None:
+    """The model server's load error, if `/ping` says loading failed for good."""
+    if status != 503:
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and document.get("status") == "failed":
+        return str(document.get("error") or "unknown error")
+    return None
+
+
+def _tail_lines(path: Path, count: int) -> list[str]:
+    try:
+        with path.open("rb") as file:
+            file.seek(0, os.SEEK_END)
+            size = file.tell()
+            file.seek(max(size - 16384, 0))
+            text = file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("--- streamhost:")]
+    return [line[:300] for line in lines[-count:]]
+
+
+def _port_taken(log_path: Path) -> bool:
+    text = " ".join(_tail_lines(log_path, 20)).lower()
+    return any(marker in text for marker in _PORT_IN_USE)

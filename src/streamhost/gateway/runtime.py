@@ -1,0 +1,668 @@
+"""The runtime plane: `InvokeEndpoint` and `InvokeEndpointWithResponseStream` (rest-json).
+
+`POST /endpoints/{EndpointName}/invocations` relays one request to an instance's
+`/invocations` and answers with its body; `…/invocations-response-stream` relays the
+instance's chunked body as an AWS event stream, one `PayloadPart` per chunk received,
+each written to the client as its own HTTP chunk the moment it arrives (nothing is
+buffered). Headers follow botocore's `sagemaker-runtime` model (`X-Amzn-SageMaker-Accept`
+on the stream operation, `X-Amzn-SageMaker-Content-Type` on its answer, …).
+
+Errors follow SageMaker. Before anything is sent: unknown endpoint → 400 `ValidationError`,
+a container's non-2xx answer → 424 `ModelError` (never a 5xx for a model's fault:
+botocore would retry it and run the inference again), no healthy instance → 503
+`ServiceUnavailable`. Once streaming, failures arrive in band: the instance breaking off →
+`ModelStreamError`/`StreamBroken`, the stream running past its time or going quiet past
+the idle limit → `ModelStreamError`/`ModelInvocationTimeExceeded`, a fault of our own →
+`InternalStreamFailure`. A client that disconnects closes the upstream connection, which
+makes the model server cancel the generation.
+
+This module is a raw ASGI handler (no framework per request): authentication and reading
+the body happen before it, in the gateway app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import orjson
+
+from . import errors
+from .errors import AwsError, ModelError
+from .eventstream import (
+    CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE,
+)
+from .eventstream import (
+    MODEL_INVOCATION_TIME_EXCEEDED,
+    STREAM_BROKEN,
+    internal_stream_failure,
+    model_stream_error,
+    payload_part,
+)
+from .router import (
+    NEW_SESSION,
+    EndpointNotFound,
+    Instance,
+    NoHealthyInstance,
+    Router,
+    RoutingError,
+    SessionGone,
+    UnknownVariant,
+    parse_session_header,
+)
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "RuntimePlane",
+    "RuntimeSettings",
+    "parse_runtime_path",
+]
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# botocore `sagemaker-runtime` shape BodyBlob: the request body limit of both operations.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+INVOKE = "invocations"
+STREAM = "invocations-response-stream"
+SECRET_HEADER = "x-streamhost-instance-secret"
+# What the container said, echoed back; a 424's message quotes at most this much of it.
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_QUOTED = 4096
+_CONNECT_ATTEMPTS = 3
+_MAX_CUSTOM_ATTRIBUTES = 1024
+_PATH = re.compile(r"^/endpoints/([^/]+)/(invocations|invocations-response-stream)$")
+_SESSION_ID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+# Failures that happen before the request reaches the container: safe to try elsewhere.
+_CONNECT_FAILURES: tuple[type[Exception], ...] = (
+    aiohttp.ClientConnectorError,
+    getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError),
+)
+_TIMED_OUT = (
+    "Your invocation timed out while waiting for a response from container primary. "
+    "Review the latency of the model, resolve the issue, and try again."
+)
+_STREAM_TIME_EXCEEDED = (
+    "Your model primary did not complete sending the inference response in the allotted time."
+)
+
+# Request headers relayed to the container (lower-case, as ASGI gives them).
+_FORWARDED = (
+    b"content-type",
+    b"x-amzn-sagemaker-custom-attributes",
+    b"x-amzn-sagemaker-inference-id",
+    b"x-amzn-sagemaker-target-model",
+    b"x-amzn-sagemaker-session-id",
+)
+# The container's answer headers SageMaker passes on (besides the content type).
+_NEW_SESSION = "x-amzn-sagemaker-new-session-id"
+_LMI_SESSION = "x-amzn-sagemaker-session-id"  # DJL/LMI containers answer a create with it
+_CLOSED_SESSION = "x-amzn-sagemaker-closed-session-id"
+_CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Limits of the runtime plane (seconds and bytes)."""
+
+    account: str = "123456789012"
+    region: str = "us-east-1"
+    stream_timeout: float = 600.0  # a whole response stream
+    idle_timeout: float = 60.0  # silence from the container: before its answer, or mid-stream
+    invoke_timeout: float = 60.0  # InvokeEndpoint, as SageMaker's 60 s
+    connect_timeout: float = 5.0
+    max_payload: int = MAX_PAYLOAD_BYTES
+
+
+def parse_runtime_path(raw_path: str) -> tuple[str, str] | None:
+    """(endpoint name, `invocations` | `invocations-response-stream`) of a request path
+    as sent (percent-encoding intact), or None if it is not a runtime route."""
+    match = _PATH.match(raw_path)
+    if match is None:
+        return None
+    return unquote(match.group(1)), match.group(2)
+
+
+class _ClientGone(Exception):
+    """The client disconnected; nobody is left to answer."""
+
+
+class _StreamDeadline(Exception):
+    """The whole stream ran past `stream_timeout`."""
+
+
+class _TooLarge(Exception):
+    """A body went past the byte limit it was read with."""
+
+
+class _Relay:
+    """One request's bookkeeping between the relay and its disconnect watcher."""
+
+    __slots__ = ("gone", "response", "started", "streaming", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.response: aiohttp.ClientResponse | None = None
+        self.started = False  # the HTTP response has begun: errors can only go in band
+        self.streaming = False
+        self.gone = False
+
+    def client_left(self) -> None:
+        self.gone = True
+        if self.streaming and self.response is not None:
+            # Wakes the relay's pending read; the relay then closes the upstream socket.
+            self.response.content.set_exception(_ClientGone())
+        elif self.task is not None:
+            self.task.cancel()
+
+    def deadline_passed(self) -> None:
+        if self.response is not None:
+            self.response.content.set_exception(_StreamDeadline())
+
+
+class RuntimePlane:
+    """Relays runtime requests to the instances the router picks."""
+
+    def __init__(self, router: Router, settings: RuntimeSettings | None = None) -> None:
+        self.router = router
+        self.settings = settings or RuntimeSettings()
+        self._http: aiohttp.ClientSession | None = None
+        # Built once: they are the same for every request.
+        self._invoke_timeout = aiohttp.ClientTimeout(
+            total=self.settings.invoke_timeout, sock_connect=self.settings.connect_timeout
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.idle_timeout,
+        )
+
+    async def start(self) -> None:
+        """Open the pooled HTTP client (needs the running event loop)."""
+        if self._http is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # concurrency is bounded by the instances, not by the pool
+                keepalive_timeout=30,
+                ttl_dns_cache=None,
+            )
+            self._http = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a relay keeps no cookies
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP client and its pooled connections."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # -- entry point --------------------------------------------------------------------
+
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        request_id: str,
+        route: tuple[str, str],
+    ) -> None:
+        """Serve one runtime request whose body has been read and authenticated."""
+        endpoint, operation = route
+        headers = _header_map(scope["headers"])
+        attributes = headers.get(b"x-amzn-sagemaker-custom-attributes")
+        if attributes is not None and len(attributes) > _MAX_CUSTOM_ATTRIBUTES:
+            await send_error(
+                send,
+                errors.invalid_runtime_input(
+                    "1 validation error detected: Value at 'customAttributes' failed to "
+                    "satisfy constraint: Member must have length less than or equal to "
+                    f"{_MAX_CUSTOM_ATTRIBUTES}"
+                ),
+                request_id,
+            )
+            return
+        relay = _Relay(asyncio.current_task())
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, relay))
+        try:
+            if operation == STREAM:
+                await self._stream(endpoint, headers, body, send, request_id, relay)
+            else:
+                await self._invoke(endpoint, headers, body, send, request_id, relay)
+        except AwsError as error:
+            if not relay.gone and not relay.started:
+                await send_error(send, error, request_id)
+        except Exception:
+            log.exception("runtime request %s to endpoint %s failed", request_id, endpoint)
+            if not relay.gone and not relay.started:
+                await send_error(send, errors.internal_failure(), request_id)
+        except asyncio.CancelledError:
+            if not relay.gone:
+                raise
+            # Cancelled by our own watcher because the client left: not a failure.
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+        finally:
+            watcher.cancel()
+
+    # -- InvokeEndpoint -----------------------------------------------------------------
+
+    async def _invoke(
+        self,
+        endpoint: str,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        send: Send,
+        request_id: str,
+        relay: _Relay,
+    ) -> None:
+        session_id = _session_id(headers, allow_new=True)
+        accept = headers.get(b"accept")
+        instance, response = await self._open(
+            endpoint, headers, body, accept, session_id, self._invoke_timeout, relay
+        )
+        complete = False
+        try:
+            try:
+                if response.status >= 300:
+                    raise await self._model_error(endpoint, response)
+                content = await _read_limited(response, self.settings.max_payload)
+                complete = True
+            except asyncio.TimeoutError:
+                raise self._timed_out(endpoint) from None
+            except aiohttp.ClientError as error:
+                self.router.mark_down(instance)
+                raise self._broken(endpoint, error) from None
+            except _TooLarge:
+                raise ModelError(
+                    "The model's response exceeds the "
+                    f"{self.settings.max_payload} byte limit of InvokeEndpoint; use "
+                    "InvokeEndpointWithResponseStream for large responses.",
+                    response.status,
+                    "",
+                    self._log_stream_arn(endpoint),
+                ) from None
+            answer = [
+                (
+                    b"content-type",
+                    response.headers.get("Content-Type", "application/octet-stream").encode(
+                        "latin-1"
+                    ),
+                ),
+                (b"x-amzn-invoked-production-variant", instance.variant.encode()),
+                (b"x-amzn-requestid", request_id.encode()),
+                (b"content-length", str(len(content)).encode()),
+            ]
+            answer += self._session_headers(endpoint, instance, response, session_id)
+            attributes = response.headers.get(_CUSTOM_ATTRIBUTES)
+            if attributes is not None:
+                answer.append((_CUSTOM_ATTRIBUTES.encode(), attributes.encode("latin-1")))
+        finally:
+            if complete:
+                response.release()
+            else:
+                response.close()  # the container must stop working on it
+            self.router.release(instance)
+        relay.started = True
+        await send({"type": "http.response.start", "status": 200, "headers": answer})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    # -- InvokeEndpointWithResponseStream -------------------------------------------------
+
+    async def _stream(
+        self,
+        endpoint: str,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        send: Send,
+        request_id: str,
+        relay: _Relay,
+    ) -> None:
+        session_id = _session_id(headers, allow_new=False)
+        accept = headers.get(b"x-amzn-sagemaker-accept")
+        instance, response = await self._open(
+            endpoint, headers, body, accept, session_id, self._stream_timeout, relay
+        )
+        try:
+            if response.status >= 300:
+                try:
+                    raise await self._model_error(endpoint, response)
+                except asyncio.TimeoutError:
+                    raise self._timed_out(endpoint) from None
+                except aiohttp.ClientError as error:
+                    raise self._broken(endpoint, error) from None
+                finally:
+                    response.close()
+            self._session_headers(endpoint, instance, response, session_id)
+            start = [
+                (b"content-type", EVENTSTREAM_CONTENT_TYPE.encode()),
+                (
+                    b"x-amzn-sagemaker-content-type",
+                    response.headers.get("Content-Type", "application/octet-stream").encode(
+                        "latin-1"
+                    ),
+                ),
+                (b"x-amzn-invoked-production-variant", instance.variant.encode()),
+                (b"x-amzn-requestid", request_id.encode()),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),  # for a proxy in front of the gateway
+            ]
+            attributes = response.headers.get(_CUSTOM_ATTRIBUTES)
+            if attributes is not None:
+                start.append((_CUSTOM_ATTRIBUTES.encode(), attributes.encode("latin-1")))
+        except BaseException:
+            response.close()
+            self.router.release(instance)
+            raise
+        relay.started = True
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": start})
+            relay.streaming = True
+            await self._relay(endpoint, instance, response, send, relay)
+        finally:
+            self.router.release(instance)
+
+    async def _relay(
+        self,
+        endpoint: str,
+        instance: Instance,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        relay: _Relay,
+    ) -> None:
+        """Copy the instance's chunks to the client as PayloadParts, then end the stream
+        (with an exception message if it did not end well)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(self.settings.stream_timeout, relay.deadline_passed)
+        read = response.content.readchunk
+        tail: bytes | None = b""
+        clean = False
+        try:
+            # The hot loop: one read, one encode, one ASGI send per chunk.
+            while True:
+                data, end_of_chunk = await read()
+                if data:
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": payload_part(data),
+                            "more_body": True,
+                        }
+                    )
+                elif not end_of_chunk:
+                    clean = True
+                    break
+        except _ClientGone:
+            tail = None
+        except _StreamDeadline:
+            tail = model_stream_error(MODEL_INVOCATION_TIME_EXCEEDED, _STREAM_TIME_EXCEEDED)
+        except asyncio.TimeoutError:
+            tail = model_stream_error(
+                MODEL_INVOCATION_TIME_EXCEEDED,
+                f"{_STREAM_TIME_EXCEEDED} It sent nothing for "
+                f"{self.settings.idle_timeout:g} seconds.",
+            )
+        except (aiohttp.ClientError, ConnectionError) as error:
+            self.router.mark_down(instance)
+            tail = model_stream_error(
+                STREAM_BROKEN,
+                f"The model's response stream was broken: the connection to the container "
+                f"of endpoint {endpoint} closed before the response was complete ({error}).",
+            )
+        except Exception:
+            log.exception("relaying a stream of endpoint %s failed", endpoint)
+            tail = internal_stream_failure("The gateway failed while relaying the stream.")
+        finally:
+            deadline.cancel()
+            if clean:
+                response.release()
+            else:
+                # Closing the socket is what tells the model server to stop generating.
+                response.close()
+        if tail is not None and not relay.gone:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    # -- shared ---------------------------------------------------------------------------
+
+    async def _open(
+        self,
+        endpoint: str,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        accept: bytes | None,
+        session_id: str | None,
+        timeout: aiohttp.ClientTimeout,
+        relay: _Relay,
+    ) -> tuple[Instance, aiohttp.ClientResponse]:
+        """Choose an instance and send it the request; (instance, response with headers).
+
+        An instance that refuses the connection never saw the request, so another one is
+        tried (unless a session pins the request to it).
+        """
+        if self._http is None:
+            raise errors.internal_failure("The runtime plane is not started.")
+        target = headers.get(b"x-amzn-sagemaker-target-variant")
+        target_variant = target.decode("latin-1") if target else None
+        tried: list[Instance] = []
+        for _ in range(_CONNECT_ATTEMPTS):
+            instance = self._choose(endpoint, target_variant, session_id, tried)
+            upstream = _upstream_headers(headers, accept, instance)
+            try:
+                response = await self._http.post(
+                    instance.url + "/invocations",
+                    data=body,
+                    headers=upstream,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except _CONNECT_FAILURES:
+                self.router.release(instance)
+                self.router.mark_down(instance)
+                tried.append(instance)
+                continue
+            except asyncio.TimeoutError:
+                self.router.release(instance)
+                raise self._timed_out(endpoint) from None
+            except aiohttp.ClientError as error:
+                self.router.release(instance)
+                self.router.mark_down(instance)
+                raise self._broken(endpoint, error) from None
+            except BaseException:
+                self.router.release(instance)
+                raise
+            relay.response = response
+            return instance, response
+        raise errors.service_unavailable(
+            f"No instance of endpoint {endpoint} accepted the request; try again."
+        )
+
+    def _choose(
+        self,
+        endpoint: str,
+        target_variant: str | None,
+        session_id: str | None,
+        tried: list[Instance],
+    ) -> Instance:
+        """The router's choice, its refusals turned into the runtime's AWS errors."""
+        try:
+            return self.router.choose(
+                endpoint, target_variant=target_variant, session_id=session_id, exclude=tried
+            )
+        except RoutingError as error:
+            raise self._routing_error(endpoint, error) from None
+
+    def _routing_error(self, endpoint: str, error: RoutingError) -> AwsError:
+        if isinstance(error, EndpointNotFound):
+            return errors.runtime_endpoint_not_found(endpoint, self.settings.account)
+        if isinstance(error, SessionGone):
+            return errors.session_gone(error.session_id)
+        if isinstance(error, UnknownVariant):
+            return errors.invalid_runtime_input(
+                f"Variant {error} does not exist for endpoint {endpoint}."
+            )
+        if isinstance(error, NoHealthyInstance):
+            return errors.service_unavailable(
+                f"Endpoint {endpoint} has no healthy instance right now; try again."
+            )
+        return errors.service_unavailable(str(error))
+
+    def _session_headers(
+        self,
+        endpoint: str,
+        instance: Instance,
+        response: aiohttp.ClientResponse,
+        session_id: str | None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Pin or forget the sessions the container reports; the client's headers."""
+        out = []
+        created = response.headers.get(_NEW_SESSION)
+        if created is None and session_id == NEW_SESSION:
+            created = response.headers.get(_LMI_SESSION)
+        if created:
+            new_id, expires_at = parse_session_header(created)
+            if new_id:
+                self.router.pin(new_id, endpoint, instance, expires_at)
+                out.append((_NEW_SESSION.encode(), created.encode("latin-1")))
+        closed = response.headers.get(_CLOSED_SESSION)
+        if closed:
+            self.router.forget(closed.split(";", 1)[0].strip())
+            out.append((_CLOSED_SESSION.encode(), closed.encode("latin-1")))
+        return out
+
+    async def _model_error(self, endpoint: str, response: aiohttp.ClientResponse) -> ModelError:
+        raw = await _read_limited(response, _MAX_ERROR_BODY, truncate=True)
+        text = raw.decode("utf-8", errors="replace")
+        kind = "client" if 400 <= response.status < 500 else "server"
+        return ModelError(
+            f'Received {kind} error ({response.status}) from primary with message "'
+            f'{text[:_MAX_QUOTED]}". {self._see_logs(endpoint)}',
+            response.status,
+            text,
+            self._log_stream_arn(endpoint),
+        )
+
+    def _timed_out(self, endpoint: str) -> ModelError:
+        return ModelError(
+            f'Received server error (0) from primary with message "{_TIMED_OUT}". '
+            f"{self._see_logs(endpoint)}",
+            0,
+            _TIMED_OUT,
+            self._log_stream_arn(endpoint),
+        )
+
+    def _broken(self, endpoint: str, error: BaseException) -> ModelError:
+        message = f"The container closed the connection before answering ({error})."
+        return ModelError(
+            f'Received server error (0) from primary with message "{message}". '
+            f"{self._see_logs(endpoint)}",
+            0,
+            message,
+            self._log_stream_arn(endpoint),
+        )
+
+    def _see_logs(self, endpoint: str) -> str:
+        return (
+            f"See `streamhost logs {endpoint}` (log group /aws/sagemaker/Endpoints/{endpoint}) "
+            f"in account {self.settings.account} for more information."
+        )
+
+    def _log_stream_arn(self, endpoint: str) -> str:
+        return (
+            f"arn:aws:logs:{self.settings.region}:{self.settings.account}:log-group:"
+            f"/aws/sagemaker/Endpoints/{endpoint}"
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def send_error(send: Send, error: AwsError, request_id: str) -> None:
+    """Answer with an AWS error: its status, `x-amzn-ErrorType` and JSON body."""
+    body = orjson.dumps(error.to_response())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-requestid", request_id.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, relay: _Relay) -> None:
+    # The body has been read, so the next message is the disconnect (or the end of the
+    # response, after which this task is cancelled before it can act).
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                relay.client_left()
+                return
+
+
+def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        key = name.lower()
+        headers[key] = headers[key] + b"," + value if key in headers else value
+    return headers
+
+
+def _session_id(headers: dict[bytes, bytes], *, allow_new: bool) -> str | None:
+    raw = headers.get(b"x-amzn-sagemaker-session-id")
+    if raw is None:
+        return None
+    value = raw.decode("latin-1").strip()
+    if (allow_new and value == NEW_SESSION) or (len(value) <= 256 and _SESSION_ID.fullmatch(value)):
+        return value
+    raise errors.invalid_runtime_input(
+        f"1 validation error detected: Value '{value[:256]}' at 'sessionId' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        + ("^(NEW_SESSION)$|^[a-zA-Z0-9](-*[a-zA-Z0-9])*$" if allow_new else _SESSION_ID.pattern)
+    )
+
+
+def _upstream_headers(
+    headers: dict[bytes, bytes], accept: bytes | None, instance: Instance
+) -> dict[str, str]:
+    upstream = {
+        name.decode(): headers[name].decode("latin-1") for name in _FORWARDED if name in headers
+    }
+    if accept is not None:
+        upstream["accept"] = accept.decode("latin-1")
+    upstream["x-amzn-sagemaker-target-variant"] = instance.variant
+    upstream[SECRET_HEADER] = instance.secret
+    return upstream
+
+
+async def _read_limited(
+    response: aiohttp.ClientResponse, limit: int, *, truncate: bool = False
+) -> bytes:
+    """The whole body, up to `limit` bytes (beyond it: truncated, or `_TooLarge`)."""
+    chunks = []
+    size = 0
+    while True:
+        chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                chunks.append(chunk[: limit - (size - len(chunk))])
+                return b"".join(chunks)
+            raise _TooLarge(limit)
+        chunks.append(chunk)

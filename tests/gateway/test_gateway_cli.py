@@ -1,0 +1,166 @@
+"""`streamhost gateway`: options, one-line errors, and a gateway that never imports torch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streamhost import cli
+
+from .conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    client,
+    create_synthetic_endpoint,
+    delete_endpoint,
+    payload_bytes,
+    tgi_body,
+)
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/streamhost/credentials
+
+
+def test_gateway_help_explains_the_options_with_an_example(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["gateway", "--help"])
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--state", "--credentials", "--tls-cert", "--no-auth", "--stream-timeout"):
+        assert option in out
+    assert "Example:" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "refusing to serve 0.0.0.0 without credentials"),
+        (["--host", "0.0.0.0", "--no-auth"], "--no-auth is only allowed on a loopback address"),
+        (["--tls-cert", "/nonexistent.pem"], "--tls-cert and --tls-key go together"),
+        (["--credentials", "/nonexistent/credentials"], "Cannot read credentials file"),
+        (["--account", "42"], "--account must be 12 digits"),
+    ],
+)
+def test_bad_options_are_one_line_errors(no_aws_env, capsys, args, message):
+    assert cli.main(["gateway", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("streamhost gateway: ")
+
+
+def test_a_taken_port_is_a_one_line_error(no_aws_env, capsys, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["gateway", "--port", str(port), "--state", str(tmp_path / "g.db")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+
+
+GATEWAY_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from streamhost.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+sys.exit(code)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_gateway_runs_deploys_and_relays_without_torch(tmp_path):
+    port = free_port()
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            GATEWAY_WITHOUT_TORCH,
+            "--log-level",
+            "warning",
+            "gateway",
+            "--port",
+            str(port),
+            "--state",
+            str(tmp_path / "state" / "gateway.db"),
+            "--credentials",
+            str(credentials),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert gateway.poll() is None, gateway.stdout.read()
+            try:
+                urllib.request.urlopen(url + "/ping", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gateway did not start"
+                time.sleep(0.1)
+        sm = client("sagemaker", url)
+        create_synthetic_endpoint(sm, "torchless", count=1)
+        instances = [
+            p for p in psutil.Process(gateway.pid).children() if "serve-model" in p.cmdline()
+        ]
+        assert len(instances) == 1
+        resp = client("sagemaker-runtime", url).invoke_endpoint_with_response_stream(
+            EndpointName="torchless", Body=tgi_body()
+        )
+        assert b"generated_text" in payload_bytes(resp)
+        delete_endpoint(sm, "torchless")
+        create_synthetic_endpoint(sm, "left-running", count=1)
+    finally:
+        gateway.send_signal(signal.SIGTERM)  # Ctrl-C / systemd stop: everything goes
+        output, _ = gateway.communicate(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert gateway.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(tmp_path) in part for part in (p.info["cmdline"] or []))
+    ]
+    assert not leftovers, [p.pid for p in leftovers]
+    assert Path(tmp_path / "state" / "logs" / "left-running").is_dir()
+
+
+def test_importing_the_gateway_loads_neither_torch_nor_the_model_server():
+    code = (
+        "import sys, streamhost.gateway.app, streamhost.gateway.provisioner\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
+        " or m.startswith(('streamhost.server', 'streamhost.engine'))]\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
