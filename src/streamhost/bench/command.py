@@ -107,11 +107,25 @@ def run_bench(args: argparse.Namespace) -> int:
                         progress=progress,
                     )
                 )
-            else:
-                from streamhost.bench import gateway
+            elif name == "gateway":
+                from streamhost.bench import relay
 
-                runner = gateway.gateway_overhead if name == "gateway" else gateway.end_to_end
-                tables.append(runner(args, progress=progress))
+                options = relay.RelayOptions(
+                    repeats=args.repeats,
+                    levels=(1, 2) if args.smoke else (1, 64),
+                    tokens=20 if args.smoke else 200,
+                    capacity_tokens=50 if args.smoke else 1000,
+                    single_rounds=2 if args.smoke else 10,
+                    nginx=not args.no_peer,
+                )
+                tables.append(relay.run_relay(options, progress=progress))
+            else:
+                from streamhost.bench import relay
+
+                levels = concurrency if args.concurrency != "1,8,32" else (1, 8, 32, 64)
+                tables.append(
+                    relay.run_e2e(levels, args.new, args.repeats, args.requests, progress=progress)
+                )
     command = "streamhost bench " + " ".join(sys.argv[2:])
     paths = report.write(tables, Path(args.out), command.strip())
     for table in tables:
