@@ -23,7 +23,7 @@ endif
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/streamhost serve-model --model tiny --port $(PORT)
+	$(VENV)/bin/streamhost up --port $(PORT)
 
 # Browser tests drive Debian's Chromium; install it when missing (as root, as CI runs).
 chromium:

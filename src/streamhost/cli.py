@@ -285,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     from streamhost.bench.command import add_bench_command
+    from streamhost.console import add_commands
+    from streamhost.up import add_up_command
 
+    add_up_command(sub)
+    add_commands(sub)
     add_bench_command(sub)
     return parser
 

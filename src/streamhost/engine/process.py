@@ -191,15 +191,18 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
         return
     send_lock = threading.Lock()
     metrics = EngineMetrics()
-    last_metrics = [0.0]
+    last_sent = {"at": 0.0, "gauges": (0, 0)}
 
     def dispatch(events: list[tuple[Sequence, TokenEvent]]) -> None:
         payload = [(seq.request_id, event) for seq, event in events]
         now = time.monotonic()
+        gauges = (metrics.batch_size, metrics.queue_size)
         with send_lock:
             conn.send(("events", payload))
-            if now - last_metrics[0] > METRICS_INTERVAL:
-                last_metrics[0] = now
+            # Counters may lag by the interval; the gauges go up whenever they change, so
+            # an idle engine never reports a batch it no longer has.
+            if gauges != last_sent["gauges"] or now - last_sent["at"] > METRICS_INTERVAL:
+                last_sent["at"], last_sent["gauges"] = now, gauges
                 conn.send(("metrics", metrics))
 
     runner = make_runner(loaded.model, loaded.device, config.fast_path)

@@ -1,0 +1,263 @@
+"""The streamhost chat UI: the SageMaker streaming blog's Streamlit chatbot, made whole.
+
+Run it with ``streamhost ui`` (or ``streamlit run`` on this file). It talks to the gateway
+at ``STREAMHOST_GATEWAY_URL`` and preselects ``STREAMHOST_ENDPOINT``.
+
+Kept from the original: the header, the sidebar with *Clear conversation*, the token and
+temperature sliders (same ranges and defaults) and the three suggested prompts. Fixed: the
+sliders reach the request whatever the API, the suggested prompts are buttons, earlier
+turns are part of the prompt (rendered here on every request, see
+:mod:`streamhost.ui.conversation`), the endpoint and its API (TGI or LMI) are picked from
+the gateway instead of an environment variable, *Stop* ends the answer and its generation,
+each answer shows TTFT and tokens/s, and every failure is a readable message.
+
+Browser tests find the parts by their keys: each keyed container carries the CSS class
+``st-key-<key>`` — ``answer-live`` / ``metrics-live`` for the answer being streamed,
+``answer-<i>`` / ``metrics-<i>`` / ``error-<i>`` for turn ``i`` of the history, and the
+buttons ``stop``, ``clear`` and ``suggested-<i>``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from streamhost.ui.conversation import Turn, clean_text, render_prompt
+from streamhost.ui.endpoints import EndpointInfo, list_endpoints
+from streamhost.ui.errors import describe_error
+from streamhost.ui.gateway import UISettings, control_client, invocation_client
+from streamhost.ui.invocation import (
+    Generation,
+    GenerationParameters,
+    request_body,
+    start_generation,
+)
+
+SUGGESTED_PROMPTS = (
+    "what is SageMaker inference?",
+    "provide the steps to make a pizza",
+    "what is life?",
+)
+CURSOR = "▌"
+# How long a new run waits for the answer an interrupted run was streaming to be wrapped up
+# before it cuts that answer's connection itself (a model may be slow to its next token).
+HANDOVER_SECONDS = 2.0
+
+
+@dataclass
+class _Streaming:
+    """The answer a run is streaming, shared with the run that interrupts it.
+
+    Streamlit starts the new run (after *Stop*, or a new message) in a new thread at once and
+    stops the old one only at its next page update, so the two overlap: the new run waits
+    for ``done`` before it draws the conversation the old run is still writing.
+    """
+
+    turn: Turn
+    generation: Generation | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _finish_interrupted_answer() -> None:
+    streaming: _Streaming | None = st.session_state.get("streaming")
+    if streaming is None or streaming.done.wait(HANDOVER_SECONDS):
+        return
+    if streaming.generation is not None:
+        streaming.generation.stop()  # its reader wakes up, sees it stopped, and finishes
+    streaming.done.wait(HANDOVER_SECONDS)
+
+
+@st.cache_resource(show_spinner=False)
+def _clients(gateway_url: str) -> tuple[Any, Any]:
+    return control_client(gateway_url), invocation_client(gateway_url)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _endpoints(gateway_url: str) -> list[EndpointInfo]:
+    sm, _ = _clients(gateway_url)
+    return list_endpoints(sm)
+
+
+def _ask(prompt: str) -> None:
+    st.session_state.pending_prompt = prompt
+
+
+def _clear() -> None:
+    st.session_state.turns = []
+
+
+def _metrics(turn: Turn) -> str:
+    parts = []
+    if turn.ttft is not None:
+        parts.append(f"TTFT {turn.ttft:.2f} s")
+    parts.append(f"{turn.tokens} tokens")
+    if turn.tokens_per_second is not None:
+        parts.append(f"{turn.tokens_per_second:.1f} tokens/s")
+    if turn.stopped:
+        parts.append("stopped")
+    return " · ".join(parts)
+
+
+def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
+    """Draw the sidebar; return the chosen InService endpoint (if there is one) or why
+    there is none."""
+    chosen = None
+    problem = None
+    with st.sidebar:
+        st.markdown("### Endpoint")
+        try:
+            endpoints = _endpoints(settings.gateway_url)
+        except Exception as error:
+            problem = describe_error(error, settings.gateway_url)
+            st.error(problem)
+            endpoints = []
+        ready = [e for e in endpoints if e.in_service]
+        names = [e.name for e in ready]
+        if names:
+            default = names.index(settings.endpoint) if settings.endpoint in names else 0
+            name = st.selectbox("Endpoint", names, index=default, key="endpoint")
+            chosen = ready[names.index(name)] if name in names else ready[0]
+            count = f" × {chosen.instances}" if chosen.instances else ""
+            st.caption(
+                f"{chosen.api.upper()} API · {chosen.model_id or 'custom model'} · "
+                f"{chosen.instance_type or 'instance'}{count}"
+            )
+        elif problem is None:
+            waiting = ", ".join(f"{e.name} ({e.status})" for e in endpoints)
+            problem = (
+                "No endpoint is InService"
+                + (f": {waiting}." if waiting else " on the gateway.")
+                + " Deploy one with `streamhost deploy NAME --model tiny`, then press "
+                "Refresh endpoints."
+            )
+            st.warning(problem)
+        st.button("Refresh endpoints", key="refresh", on_click=_endpoints.clear)
+        st.caption(f"Gateway: {settings.gateway_url}")
+        st.divider()
+        st.button("Clear conversation", key="clear", on_click=_clear)
+        st.slider("Number of tokens to generate", 10, 1024, 400, step=1, key="max_new_tokens")
+        st.slider("Temperature", 0.1, 2.5, 0.1, step=0.1, key="temperature")
+        st.markdown("### Suggested prompts:")
+        for index, prompt in enumerate(SUGGESTED_PROMPTS):
+            st.button(
+                prompt, key=f"suggested-{index}", on_click=_ask, args=(prompt,), width="stretch"
+            )
+    return chosen, problem
+
+
+def _history(turns: list[Turn]) -> None:
+    for index, turn in enumerate(turns):
+        with st.chat_message("user"):
+            st.markdown(turn.user)
+        with st.chat_message("assistant"):
+            with st.container(key=f"answer-{index}"):
+                st.markdown(clean_text(turn.assistant))
+            if turn.error is not None:
+                with st.container(key=f"error-{index}"):
+                    st.error(turn.error)
+            if turn.assistant or turn.ttft is not None:
+                with st.container(key=f"metrics-{index}"):
+                    st.caption(_metrics(turn))
+
+
+def _answer(
+    prompt: str, endpoint: EndpointInfo | None, problem: str | None, settings: UISettings
+) -> None:
+    """Stream the answer to ``prompt`` into the page. The turn joins the history at once and
+    is updated as text arrives, so the answer so far survives a *Stop* (which ends this run
+    at its next page update, see :class:`_Streaming`)."""
+    turns: list[Turn] = st.session_state.turns
+    earlier = list(turns)
+    turn = Turn(user=prompt)
+    turns.append(turn)
+    streaming = st.session_state.streaming = _Streaming(turn)
+    try:
+        _stream_answer(prompt, earlier, streaming, endpoint, problem, settings)
+    finally:
+        streaming.done.set()
+
+
+def _stream_answer(
+    prompt: str,
+    earlier: list[Turn],
+    streaming: _Streaming,
+    endpoint: EndpointInfo | None,
+    problem: str | None,
+    settings: UISettings,
+) -> None:
+    """The body of :func:`_answer`: ask, stream, and record the timings."""
+    turn = streaming.turn
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    with st.chat_message("assistant"):
+        with st.container(key="answer-live"):
+            answer = st.empty()
+        below = st.empty()
+    stop = st.empty()
+    if endpoint is None:
+        turn.error = problem or "No InService endpoint to ask."
+        with below.container(key="error-live"):
+            st.error(turn.error)
+        return
+    parameters = GenerationParameters(
+        max_new_tokens=int(st.session_state.max_new_tokens),
+        temperature=float(st.session_state.temperature),
+    )
+    _, smr = _clients(settings.gateway_url)
+    generation: Generation | None = None
+    answer.markdown(CURSOR)
+    stop.button("Stop", key="stop", icon=":material/stop_circle:")
+    try:
+        body = request_body(endpoint.api, render_prompt(earlier, prompt), parameters)
+        generation = streaming.generation = start_generation(smr, endpoint.name, body)
+        for _ in generation:
+            turn.assistant = generation.text
+            answer.markdown(clean_text(generation.text) + CURSOR)
+    except Exception as error:
+        if generation is None or not generation.stopped:  # else: a stop cut the connection
+            turn.error = describe_error(error, settings.gateway_url)
+    finally:
+        # Also reached when Stop (or a new message) interrupts the script mid-loop.
+        if generation is not None:
+            if not generation.finished:
+                generation.stop()
+            turn.assistant = generation.text
+            turn.stopped = generation.stopped and turn.error is None
+            turn.ttft = generation.ttft
+            turn.tokens = generation.tokens
+            turn.tokens_per_second = generation.tokens_per_second
+    stop.empty()
+    answer.markdown(clean_text(turn.assistant))
+    with below.container():
+        if turn.error is not None:
+            with st.container(key="error-live"):
+                st.error(turn.error)
+        if generation is not None:
+            with st.container(key="metrics-live"):
+                st.caption(_metrics(turn))
+
+
+def main() -> None:
+    """One run of the page."""
+    settings = UISettings.from_environ()
+    st.set_page_config(page_title="streamhost chat", page_icon="💬")
+    st.session_state.setdefault("turns", [])
+    st.header("Building a chatbot with a streamhost streaming endpoint")
+    endpoint, problem = _sidebar(settings)
+    _finish_interrupted_answer()
+    if endpoint is not None:
+        st.caption(
+            f"Answers stream token by token from **{endpoint.name}** through "
+            "InvokeEndpointWithResponseStream."
+        )
+    _history(st.session_state.turns)
+    typed = st.chat_input("Input text", key="input")
+    prompt = typed or st.session_state.pop("pending_prompt", None)
+    if prompt and prompt.strip():
+        _answer(prompt.strip(), endpoint, problem, settings)
+
+
+main()

@@ -1,0 +1,78 @@
+"""The gateway the UI and the terminal commands talk to: where it is, and boto3 clients for it.
+
+The address comes from ``--gateway``, else ``STREAMHOST_GATEWAY_URL``, else
+``http://127.0.0.1:8080``; credentials from ``~/.config/streamhost/credentials``, else
+boto3's usual chain (``AWS_ACCESS_KEY_ID``, ...), as :mod:`streamhost.client` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.config import Config
+
+from streamhost.client import runtime_client, sagemaker_client
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_GATEWAY_URL",
+    "ENDPOINT_ENV",
+    "GATEWAY_URL_ENV",
+    "REGION",
+    "UISettings",
+    "control_client",
+    "default_gateway_url",
+    "invocation_client",
+]
+
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+DEFAULT_ENDPOINT = "default"
+GATEWAY_URL_ENV = "STREAMHOST_GATEWAY_URL"
+ENDPOINT_ENV = "STREAMHOST_ENDPOINT"
+REGION = "us-east-1"
+
+# A gateway that is down should say so at once, not after botocore's backoff; a model
+# may think for a while before its first token, bounded by the gateway's own idle limit.
+_CONTROL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"total_max_attempts": 2})
+_RUNTIME_CONFIG = Config(connect_timeout=3, read_timeout=120, retries={"total_max_attempts": 1})
+
+
+@dataclass(frozen=True)
+class UISettings:
+    """The chat UI's configuration, set by its launcher through the environment."""
+
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    endpoint: str = DEFAULT_ENDPOINT
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> UISettings:
+        """``STREAMHOST_GATEWAY_URL`` and ``STREAMHOST_ENDPOINT``, with their defaults."""
+        env = os.environ if environ is None else environ
+        return cls(
+            gateway_url=default_gateway_url(env),
+            endpoint=env.get(ENDPOINT_ENV, "").strip() or DEFAULT_ENDPOINT,
+        )
+
+
+def default_gateway_url(environ: Mapping[str, str] | None = None) -> str:
+    """``STREAMHOST_GATEWAY_URL`` if set, else ``http://127.0.0.1:8080``."""
+    env = os.environ if environ is None else environ
+    return (env.get(GATEWAY_URL_ENV, "").strip() or DEFAULT_GATEWAY_URL).rstrip("/")
+
+
+def control_client(gateway_url: str, credentials: Mapping[str, str] | None = None) -> Any:
+    """A boto3 ``sagemaker`` client for the gateway (fails fast when it is down)."""
+    return sagemaker_client(
+        gateway_url, region=REGION, credentials=credentials, config=_CONTROL_CONFIG
+    )
+
+
+def invocation_client(gateway_url: str, credentials: Mapping[str, str] | None = None) -> Any:
+    """A boto3 ``sagemaker-runtime`` client for the gateway, without retries: a retried
+    invocation would run the model twice."""
+    return runtime_client(
+        gateway_url, region=REGION, credentials=credentials, config=_RUNTIME_CONFIG
+    )
