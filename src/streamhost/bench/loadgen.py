@@ -87,14 +87,58 @@ def _tokens(message: dict[str, Any], api: str) -> int | None:
     return usage.get("completion_tokens") if isinstance(usage, dict) else None
 
 
+class StreamTimer:
+    """Times the SSE messages of one response as its bytes arrive."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.result = RequestResult()
+        self.started = self.last = time.perf_counter()
+        self.frames = 0
+        self._buffer = b""
+
+    def feed(self, data: bytes, now: float) -> bool:
+        """Account for bytes that arrived at ``now``; False once an in-band error came."""
+        self._buffer += data
+        *messages, self._buffer = self._buffer.split(b"\n\n")
+        result = self.result
+        for raw in messages:
+            raw = raw.strip()
+            if not raw.startswith(b"data:"):
+                continue
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                continue
+            message = orjson.loads(payload)
+            if "error" in message:
+                result.error = str(message["error"])[:200]
+                return False
+            if _has_token(message, self.api):
+                self.frames += 1
+                if self.frames == 1:
+                    result.ttft = now - self.started
+                else:
+                    result.itl.append(now - self.last)
+                self.last = now
+            tokens = _tokens(message, self.api)
+            if tokens is not None:
+                result.output_tokens = tokens
+        return True
+
+    def finish(self) -> RequestResult:
+        """The result once the response ended."""
+        result = self.result
+        if not result.error:
+            result.latency = self.last - self.started
+            result.output_tokens = result.output_tokens or self.frames
+            result.ok = self.frames > 0
+        return result
+
+
 async def send(session, workload: Workload, prompt: str) -> RequestResult:
     """Send one streaming request and time its token-bearing messages."""
     path, body = workload.request(prompt)
-    result = RequestResult()
-    started = time.perf_counter()
-    last = started
-    buffer = b""
-    frames = 0
+    timer = StreamTimer(workload.api)
     try:
         async with session.post(
             workload.url + path,
@@ -102,40 +146,15 @@ async def send(session, workload: Workload, prompt: str) -> RequestResult:
             headers={"Content-Type": "application/json", **workload.headers},
         ) as response:
             if response.status != 200:
-                result.error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                return result
+                timer.result.error = f"HTTP {response.status}: {(await response.text())[:200]}"
+                return timer.result
             async for chunk in response.content.iter_any():
-                now = time.perf_counter()
-                buffer += chunk
-                *messages, buffer = buffer.split(b"\n\n")
-                for raw in messages:
-                    raw = raw.strip()
-                    if not raw.startswith(b"data:"):
-                        continue
-                    data = raw[5:].strip()
-                    if data == b"[DONE]":
-                        continue
-                    message = orjson.loads(data)
-                    if "error" in message:
-                        result.error = str(message["error"])[:200]
-                        return result
-                    if _has_token(message, workload.api):
-                        frames += 1
-                        if frames == 1:
-                            result.ttft = now - started
-                        else:
-                            result.itl.append(now - last)
-                        last = now
-                    tokens = _tokens(message, workload.api)
-                    if tokens is not None:
-                        result.output_tokens = tokens
+                if not timer.feed(chunk, time.perf_counter()):
+                    break
     except Exception as exc:  # a failed request is counted, not fatal to the run
-        result.error = f"{type(exc).__name__}: {exc}"
-        return result
-    result.latency = last - started
-    result.output_tokens = result.output_tokens or frames
-    result.ok = frames > 0
-    return result
+        timer.result.error = f"{type(exc).__name__}: {exc}"
+        return timer.result
+    return timer.finish()
 
 
 async def run(

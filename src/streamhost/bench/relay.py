@@ -523,41 +523,20 @@ def report(results: dict, plans: list) -> Table:
 
 async def _tgi_stream(session, url: str, headers: dict, body: bytes, eventstream: bool):
     """One TGI-format stream, direct (SSE) or through the gateway (event stream of SSE)."""
-    from streamhost.bench.loadgen import RequestResult
+    from streamhost.bench.loadgen import StreamTimer
     from streamhost.client.eventstream import EventStreamDecoder
 
-    result = RequestResult()
+    timer = StreamTimer("tgi")
     decoder = EventStreamDecoder() if eventstream else None
-    buffer = b""
-    started = last = time.perf_counter()
-    frames = 0
     async with session.post(url, data=body, headers=headers) as response:
         if response.status != 200:
-            result.error = f"HTTP {response.status}"
-            return result
+            timer.result.error = f"HTTP {response.status}"
+            return timer.result
         async for chunk, _ in response.content.iter_chunks():
             now = time.perf_counter()
-            payloads = decoder.feed(chunk) if decoder is not None else [chunk]
-            for payload in payloads:
-                buffer += payload
-                *events, buffer = buffer.split(b"\n\n")
-                for event in events:
-                    if not event.startswith(b"data:"):
-                        continue
-                    message = json.loads(event[5:])
-                    frames += 1
-                    if frames == 1:
-                        result.ttft = now - started
-                    else:
-                        result.itl.append(now - last)
-                    last = now
-                    details = message.get("details")
-                    if details:
-                        result.output_tokens = details["generated_tokens"]
-    result.latency = last - started
-    result.ok = frames > 0
-    result.output_tokens = result.output_tokens or frames
-    return result
+            for payload in decoder.feed(chunk) if decoder is not None else [chunk]:
+                timer.feed(payload, now)
+    return timer.finish()
 
 
 async def _closed_loop(target: dict, bodies: list[bytes], concurrency: int, total: int):

@@ -188,26 +188,13 @@ class LlamaRunner(TorchRunner):
         self._needs_history = any(_penalised(r) for r in self.rows)
         self._padded = not bool(self._mask[:, : self._length].all())
 
-    def remove(self, rows: list) -> None:
-        """Drop ``rows`` and their cache; trim padding no remaining row needs."""
-        gone = {id(r) for r in rows}
-        keep = [i for i, r in enumerate(self.rows) if id(r) not in gone]
-        if len(keep) == len(self.rows):
-            return
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.reset()
-            return
-        index = torch.tensor(keep, device=self.device)
-        mask = self._mask.index_select(0, index)
-        start = int(mask[:, : self._length].any(0).to(torch.int8).argmax())
+    def _used_columns(self) -> int:
+        return self._length
+
+    def _keep_cache(self, index: torch.Tensor, start: int) -> None:
         self._keys = [k.index_select(0, index)[:, :, start:] for k in self._keys]
         self._values = [v.index_select(0, index)[:, :, start:] for v in self._values]
-        self._mask = mask[:, start:]
         self._length -= start
-        self._positions = self._positions.index_select(0, index)
-        self._needs_history = any(_penalised(r) for r in self.rows)
-        self._padded = not bool(self._mask[:, : self._length].all())
 
     def reset(self) -> None:
         """Forget the whole batch."""

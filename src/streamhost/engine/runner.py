@@ -117,14 +117,23 @@ class TorchRunner:
         index = torch.tensor(keep, device=self.device)
         mask = self._mask.index_select(0, index)
         # Columns that are padding in every remaining row can go.
-        start = int(mask.any(0).to(torch.int8).argmax())
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        start = int(mask[:, : self._used_columns()].any(0).to(torch.int8).argmax())
+        self._keep_cache(index, start)
         self._mask = mask[:, start:]
         self._positions = self._positions.index_select(0, index)
         self._needs_history = any(_penalised(r) for r in self.rows)
-        self._padded = not bool(self._mask.all())
+        self._padded = not bool(self._mask[:, : self._used_columns()].all())
+
+    def _used_columns(self) -> int:
+        """Cache columns holding keys and values (the rest is spare capacity)."""
+        assert self._mask is not None
+        return self._mask.shape[1]
+
+    def _keep_cache(self, index: torch.Tensor, start: int) -> None:
+        """Keep the cache rows in ``index``, from column ``start`` on."""
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
 
     def reset(self) -> None:
         """Forget the whole batch (after an error, or when it empties)."""
