@@ -95,6 +95,7 @@ class StreamTimer:
         self.result = RequestResult()
         self.started = self.last = time.perf_counter()
         self.frames = 0
+        self.last_message = self.started
         self._buffer = b""
 
     def feed(self, data: bytes, now: float) -> bool:
@@ -110,6 +111,7 @@ class StreamTimer:
             if payload == b"[DONE]":
                 continue
             message = orjson.loads(payload)
+            self.last_message = now
             if "error" in message:
                 result.error = str(message["error"])[:200]
                 return False
@@ -128,10 +130,16 @@ class StreamTimer:
     def finish(self) -> RequestResult:
         """The result once the response ended."""
         result = self.result
-        if not result.error:
-            result.latency = self.last - self.started
-            result.output_tokens = result.output_tokens or self.frames
-            result.ok = self.frames > 0
+        if result.error:
+            return result
+        if self.frames == 0 and result.output_tokens:
+            # Every token was special (no text): the answer "arrived" with its last message.
+            result.ttft = result.latency = self.last_message - self.started
+            result.ok = True
+            return result
+        result.latency = self.last - self.started
+        result.output_tokens = result.output_tokens or self.frames
+        result.ok = self.frames > 0
         return result
 
 
