@@ -185,6 +185,12 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
 
     try:
         loaded = load_model(config)
+        if loaded.device.type == "cpu":
+            import os
+
+            import torch
+
+            torch.set_num_threads(config.cpu_threads or max(1, (os.cpu_count() or 2) - 1))
         config.resolve_limits(loaded.context_window, loaded.device.type)
     except Exception as exc:  # reported to the parent, which reports it on /ping
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
