@@ -126,8 +126,13 @@ def run_bench(args: argparse.Namespace) -> int:
                 tables.append(
                     relay.run_e2e(levels, args.new, args.repeats, args.requests, progress=progress)
                 )
-    command = "streamhost bench " + " ".join(sys.argv[2:])
-    paths = report.write(tables, Path(args.out), command.strip())
+    # The command line as typed (benchmarks/*.py call the CLI with their own argv).
+    command = (
+        "streamhost " + " ".join(sys.argv[1:])
+        if sys.argv[0].endswith("streamhost")
+        else ("python " + " ".join(sys.argv))
+    )
+    paths = report.write(tables, Path(args.out), command)
     for table in tables:
         print(table.markdown())
     console.print(f"reports written: {', '.join(str(p) for p in paths)}")
