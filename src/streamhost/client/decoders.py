@@ -131,7 +131,7 @@ class TokenDecoder(Decoder):
         return TextDelta(
             text,
             token_id=token_id if isinstance(token_id, int) else None,
-            logprob=float(logprob) if isinstance(logprob, (int, float)) else None,
+            logprob=_as_float(logprob),
         )
 
 
@@ -173,6 +173,16 @@ class OpenAIDecoder(Decoder):
             return None
         self._tokens += 1
         return TextDelta(text)
+
+
+def _as_float(value: Any) -> float | None:
+    # A JSON integer can be too large for a float.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _first_choice(choices: Any) -> Mapping[str, Any] | None:

@@ -105,7 +105,9 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only, and few: int() refuses other Unicode digits ("²") and more than
+    # 4300 of them, and no status code is longer.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
         return int(value)
     return None
 

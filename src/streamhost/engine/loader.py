@@ -22,6 +22,9 @@ HUB_PATTERNS = [
     "*.jinja",
     "tokenizer*",
 ]
+# A local folder must hold at least one of each, or transformers cannot load it.
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.json", "*.vocab")
 
 
 class ModelLoadError(Exception):
@@ -89,10 +92,26 @@ def resolve_model_path(model_id: str, revision: str | None, trust_remote_code: b
     if local.is_dir():
         if not (local / "config.json").exists():
             raise ModelLoadError(f"{local} has no config.json: not a Hugging Face model folder")
+        _check_model_files(local)
         return local
     if model_id.startswith((".", "/", "~")):
         raise ModelLoadError(f"model folder {model_id} does not exist")
     return _download(model_id, revision, trust_remote_code)
+
+
+def _check_model_files(folder: Path) -> None:
+    # Said here in one line; transformers would fail later with a message about the
+    # tokenizer class or a missing file name that does not say what to put where.
+    if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_FILES):
+        raise ModelLoadError(
+            f"model folder {folder} has no weights: put the model's *.safetensors (or "
+            "pytorch_model*.bin) files beside its config.json"
+        )
+    if not any(next(folder.glob(pattern), None) for pattern in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"model folder {folder} has no tokenizer: put the model's tokenizer.json (or "
+            "tokenizer.model, vocab.json) beside its config.json"
+        )
 
 
 def _download(model_id: str, revision: str | None, trust_remote_code: bool) -> Path:
@@ -169,7 +188,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
             path, dtype=dtype, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load {config.model} from {path}: {exc}") from None
+        detail = " ".join(str(exc).split())  # one line, whatever transformers wrote
+        raise ModelLoadError(f"cannot load {config.model} from {path}: {detail}") from None
     model.to(device).eval()
     eos = _eos_ids(model, tokenizer)
     special = frozenset(tokenizer.all_special_ids) | eos

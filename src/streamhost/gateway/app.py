@@ -106,6 +106,7 @@ class GatewayApp:
         self._control_app = Starlette(routes=control_routes(self.control))
         await self.runtime.start()
         self.provisioner.start()
+        await self.provisioner.reap_unrecorded()
         restored = await self.control.restore()
         await self.provisioner.reap_orphans(keep=restored)
         log.info(

@@ -3,7 +3,8 @@
 Both gateway planes raise `AwsError`; the control plane (JSON 1.1) and the runtime plane
 (rest-json) only differ in which codes and statuses they use. The runtime's codes are the
 `sagemaker-runtime` model's shapes (`ValidationError` 400, `ModelError` 424,
-`ServiceUnavailable` 503); none of them is a 5xx for a model's fault, because botocore
+`ServiceUnavailable` 503) plus AWS's common `ThrottlingException` (429) for instances at
+their concurrency limit; none of them is a 5xx for a model's fault, because botocore
 retries 5xx and would run the inference again. The message wording of the
 constructors below is SageMaker's own, because clients (the sagemaker SDK, Terraform, the
 Kubernetes operator) match on substrings such as "Could not find" and
@@ -35,6 +36,7 @@ __all__ = [
     "serialization_error",
     "service_unavailable",
     "session_gone",
+    "throttling",
     "unknown_operation",
     "validation_error",
 ]
@@ -186,6 +188,15 @@ def payload_too_large(limit: int) -> AwsError:
 def service_unavailable(message: str) -> AwsError:
     """No instance can take the request right now (503: botocore retries it, rightly)."""
     return AwsError("ServiceUnavailable", message, status=503)
+
+
+def throttling(message: str) -> AwsError:
+    """Every instance that could take the request is at its concurrency limit (429).
+
+    The instances refused before doing any work, so a retry is safe: botocore retries
+    `ThrottlingException` by default, with backoff, in both its retry modes.
+    """
+    return AwsError("ThrottlingException", message, status=429)
 
 
 def session_gone(session_id: str) -> AwsError:

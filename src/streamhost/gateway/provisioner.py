@@ -336,6 +336,20 @@ class LocalProcessProvisioner:
             await self._stop_recorded(record)
         return len(stale)
 
+    async def reap_unrecorded(self) -> int:
+        """Stop model servers started from this gateway's state folder that no store record
+        names (a gateway that died between starting an instance and recording it left
+        them); how many. Call before anything is deployed."""
+        records = await asyncio.to_thread(self.store.list_instances)
+        known = {r.pid for r in records if r.pid is not None}
+        strays = await asyncio.to_thread(
+            _unrecorded_instances, self.settings.state_dir / "endpoints", known
+        )
+        for process in strays:
+            log.warning("stopping model server pid %d, which no instance record names", process.pid)
+            await self._stop_process(process)
+        return len(strays)
+
     async def close(self, *, stop_instances: bool = True) -> None:
         """Stop the health loop and (unless `stop_instances` is False, which leaves them
         for a later gateway to adopt, as a crash would) every instance."""
@@ -470,11 +484,19 @@ class LocalProcessProvisioner:
             try:
                 await self._wait_healthy(managed)
             except DeployFailed as failure:
-                if attempt < _LAUNCH_ATTEMPTS and _port_taken(managed.log_path):
-                    started.remove(managed)
-                    await self._stop_instance(managed)
+                if not _port_taken(managed.log_path):
+                    raise failure from None
+                started.remove(managed)
+                await self._stop_instance(managed)
+                if attempt < _LAUNCH_ATTEMPTS:
                     continue
-                raise failure from None
+                raise DeployFailed(
+                    f"Instance {managed.route.instance_id} of variant {plan.name} could not "
+                    f"listen on {self.settings.host}: each of the {_LAUNCH_ATTEMPTS} free ports "
+                    "the gateway chose was taken by another process before the instance could "
+                    "bind it (address already in use). Stop whatever keeps taking ports on "
+                    f"this machine, then recreate the endpoint. {failure}"
+                ) from None
             await self._set_state(managed, InstanceState.IN_SERVICE)
             log.info(
                 "instance %s of endpoint %s is healthy on port %d (pid %d)",
@@ -961,6 +983,24 @@ def _recorded_process(record: InstanceRecord) -> _Process | None:
     if "serve-model" not in cmdline or str(record.port) not in cmdline:
         return None
     return _Process(record.pid, create_time, None)
+
+
+def _unrecorded_instances(root: Path, known: Collection[int]) -> list[_Process]:
+    """Model servers whose model folder is under `root` and whose pid is not in `known`
+    (only process-group leaders, as the provisioner starts them)."""
+    root = root.resolve()
+    found = []
+    for process in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = process.info["cmdline"] or []
+        if process.pid in known or "serve-model" not in cmdline or "--model-dir" not in cmdline:
+            continue
+        at = cmdline.index("--model-dir") + 1
+        if at >= len(cmdline) or not Path(cmdline[at]).resolve().is_relative_to(root):
+            continue
+        with contextlib.suppress(OSError):
+            if os.getpgid(process.pid) == process.pid:
+                found.append(_Process(process.pid, process.info["create_time"], None))
+    return found
 
 
 def _holds_secret(pid: int, secret: str) -> bool:

@@ -10,11 +10,15 @@ on the stream operation, `X-Amzn-SageMaker-Content-Type` on its answer, …).
 Errors follow SageMaker. Before anything is sent: unknown endpoint → 400 `ValidationError`,
 a container's non-2xx answer → 424 `ModelError` (never a 5xx for a model's fault:
 botocore would retry it and run the inference again), no healthy instance → 503
-`ServiceUnavailable`. Once streaming, failures arrive in band: the instance breaking off →
-`ModelStreamError`/`StreamBroken`, the stream running past its time or going quiet past
-the idle limit → `ModelStreamError`/`ModelInvocationTimeExceeded`, a fault of our own →
+`ServiceUnavailable`. A container's 429 (at its concurrency limit, nothing run) is not the
+model's fault: another instance is tried, and when all refuse the answer is 429
+`ThrottlingException`, which botocore retries with backoff. Once streaming, failures
+arrive in band: the instance breaking off → `ModelStreamError`/`StreamBroken`, the stream
+running past its time or going quiet past the idle limit →
+`ModelStreamError`/`ModelInvocationTimeExceeded`, a fault of our own →
 `InternalStreamFailure`. A client that disconnects closes the upstream connection, which
-makes the model server cancel the generation.
+makes the model server cancel the generation; one that stops reading is cut off when the
+stream's time runs out.
 
 This module is a raw ASGI handler (no framework per request): authentication and reading
 the body happen before it, in the gateway app.
@@ -80,6 +84,9 @@ SECRET_HEADER = "x-streamhost-instance-secret"
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_QUOTED = 4096
 _CONNECT_ATTEMPTS = 3
+_TOO_MANY_REQUESTS = 429
+# How long a client that let the stream run out of time has to take the error message.
+_LAST_WORD = 1.0
 _MAX_CUSTOM_ATTRIBUTES = 1024
 _PATH = re.compile(r"^/endpoints/([^/]+)/(invocations|invocations-response-stream)$")
 _SESSION_ID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
@@ -148,13 +155,15 @@ class _TooLarge(Exception):
 class _Relay:
     """One request's bookkeeping between the relay and its disconnect watcher."""
 
-    __slots__ = ("gone", "response", "started", "streaming", "task")
+    __slots__ = ("expired", "gone", "response", "sending", "started", "streaming", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.response: aiohttp.ClientResponse | None = None
         self.started = False  # the HTTP response has begun: errors can only go in band
         self.streaming = False
+        self.sending = False  # waiting for the client to take a chunk
+        self.expired = False  # the stream ran past its time
         self.gone = False
 
     def client_left(self) -> None:
@@ -166,7 +175,12 @@ class _Relay:
             self.task.cancel()
 
     def deadline_passed(self) -> None:
-        if self.response is not None:
+        self.expired = True
+        if self.sending and self.task is not None:
+            # The client has stopped reading (its socket is full): nothing more can reach
+            # it, so stop waiting; the relay then closes both connections.
+            self.task.cancel()
+        elif self.response is not None:
             self.response.content.set_exception(_StreamDeadline())
 
 
@@ -385,56 +399,97 @@ class RuntimePlane:
         relay: _Relay,
     ) -> None:
         """Copy the instance's chunks to the client as PayloadParts, then end the stream
-        (with an exception message if it did not end well)."""
+        (with an exception message if it did not end well).
+
+        `stream_timeout` bounds the whole stream, also for a client that stops reading: the
+        relay then waits for the client, not the instance, and the deadline cancels that
+        wait; the stream is abandoned and the server closes the client's connection.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(self.settings.stream_timeout, relay.deadline_passed)
         read = response.content.readchunk
         tail: bytes | None = b""
         clean = False
         try:
-            # The hot loop: one read, one encode, one ASGI send per chunk.
-            while True:
-                data, end_of_chunk = await read()
-                if data:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": payload_part(data),
-                            "more_body": True,
-                        }
-                    )
-                elif not end_of_chunk:
-                    clean = True
-                    break
-        except _ClientGone:
-            tail = None
-        except _StreamDeadline:
-            tail = model_stream_error(MODEL_INVOCATION_TIME_EXCEEDED, _STREAM_TIME_EXCEEDED)
-        except asyncio.TimeoutError:
-            tail = model_stream_error(
-                MODEL_INVOCATION_TIME_EXCEEDED,
-                f"{_STREAM_TIME_EXCEEDED} It sent nothing for "
-                f"{self.settings.idle_timeout:g} seconds.",
-            )
-        except (aiohttp.ClientError, ConnectionError) as error:
-            self.router.mark_down(instance)
-            tail = model_stream_error(
-                STREAM_BROKEN,
-                f"The model's response stream was broken: the connection to the container "
-                f"of endpoint {endpoint} closed before the response was complete ({error}).",
-            )
-        except Exception:
-            log.exception("relaying a stream of endpoint %s failed", endpoint)
-            tail = internal_stream_failure("The gateway failed while relaying the stream.")
+            try:
+                # The hot loop: one read, one encode, one ASGI send per chunk.
+                while True:
+                    data, end_of_chunk = await read()
+                    if data:
+                        relay.sending = True
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": payload_part(data),
+                                "more_body": True,
+                            }
+                        )
+                        relay.sending = False
+                    elif not end_of_chunk:
+                        clean = True
+                        break
+            except _ClientGone:
+                tail = None
+            except _StreamDeadline:
+                tail = model_stream_error(MODEL_INVOCATION_TIME_EXCEEDED, _STREAM_TIME_EXCEEDED)
+            except asyncio.TimeoutError:
+                # A live model server sends keep-alives while it computes: silence this long
+                # means it hangs. No new requests until a health check vouches for it.
+                self.router.mark_down(instance)
+                tail = model_stream_error(
+                    MODEL_INVOCATION_TIME_EXCEEDED,
+                    f"{_STREAM_TIME_EXCEEDED} It sent nothing for "
+                    f"{self.settings.idle_timeout:g} seconds.",
+                )
+            except (aiohttp.ClientError, ConnectionError) as error:
+                self.router.mark_down(instance)
+                tail = model_stream_error(
+                    STREAM_BROKEN,
+                    f"The model's response stream was broken: the connection to the "
+                    f"container of endpoint {endpoint} closed before the response was "
+                    f"complete ({error}).",
+                )
+            except asyncio.CancelledError:
+                if not _stalled(relay):
+                    raise
+                tail = None
+            except Exception:
+                log.exception("relaying a stream of endpoint %s failed", endpoint)
+                tail = internal_stream_failure("The gateway failed while relaying the stream.")
+            finally:
+                if clean:
+                    response.release()
+                else:
+                    # Closing the socket is what tells the model server to stop generating.
+                    response.close()
+            if tail is not None and not relay.gone:
+                await self._finish(send, tail, relay)
         finally:
             deadline.cancel()
-            if clean:
-                response.release()
+        if relay.expired and not relay.gone and relay.sending:
+            log.warning(
+                "a client of endpoint %s read nothing until the stream's %gs ran out; "
+                "closing its connection",
+                endpoint,
+                self.settings.stream_timeout,
+            )
+
+    async def _finish(self, send: Send, tail: bytes, relay: _Relay) -> None:
+        """Send the stream's last message, unless the client has stopped reading."""
+        message = {"type": "http.response.body", "body": tail, "more_body": False}
+        relay.sending = True
+        try:
+            if relay.expired:
+                # Past the deadline already: the client gets a moment to take the error.
+                await asyncio.wait_for(send(message), _LAST_WORD)
             else:
-                # Closing the socket is what tells the model server to stop generating.
-                response.close()
-        if tail is not None and not relay.gone:
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+                await send(message)
+            relay.sending = False
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if not _stalled(relay):
+                raise
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -450,16 +505,24 @@ class RuntimePlane:
     ) -> tuple[Instance, aiohttp.ClientResponse]:
         """Choose an instance and send it the request; (instance, response with headers).
 
-        An instance that refuses the connection never saw the request, so another one is
-        tried (unless a session pins the request to it).
+        An instance that refuses the connection never saw the request, and one that
+        answers 429 (at its concurrency limit) did no work on it, so another one is tried
+        (unless a session pins the request). When every instance tried was at its limit,
+        the answer is `ThrottlingException`, which botocore retries with backoff.
         """
         if self._http is None:
             raise errors.internal_failure("The runtime plane is not started.")
         target = headers.get(b"x-amzn-sagemaker-target-variant")
         target_variant = target.decode("latin-1") if target else None
         tried: list[Instance] = []
+        overloaded: str | None = None  # the last refusal's message
         for _ in range(_CONNECT_ATTEMPTS):
-            instance = self._choose(endpoint, target_variant, session_id, tried)
+            try:
+                instance = self._choose(endpoint, target_variant, session_id, tried)
+            except AwsError:
+                if overloaded is None:
+                    raise
+                break
             upstream = _upstream_headers(headers, accept, instance)
             try:
                 response = await self._http.post(
@@ -476,6 +539,10 @@ class RuntimePlane:
                 continue
             except asyncio.TimeoutError:
                 self.router.release(instance)
+                if timeout is self._stream_timeout:
+                    # No response headers within the idle limit: the model server hangs
+                    # (a streaming answer starts before the generation does).
+                    self.router.mark_down(instance)
                 raise self._timed_out(endpoint) from None
             except aiohttp.ClientError as error:
                 self.router.release(instance)
@@ -484,11 +551,44 @@ class RuntimePlane:
             except BaseException:
                 self.router.release(instance)
                 raise
+            if response.status == _TOO_MANY_REQUESTS:
+                try:
+                    overloaded = await self._refusal(response)
+                finally:
+                    response.close()
+                    self.router.release(instance)
+                tried.append(instance)
+                if session_id not in (None, NEW_SESSION):
+                    break  # the session lives on that instance only
+                continue
             relay.response = response
             return instance, response
+        if overloaded is not None:
+            raise errors.throttling(
+                f"Endpoint {endpoint} is at its concurrency limit: its instances refused the "
+                f'request before running it ("{overloaded}"). Retry with backoff.'
+            )
         raise errors.service_unavailable(
             f"No instance of endpoint {endpoint} accepted the request; try again."
         )
+
+    async def _refusal(self, response: aiohttp.ClientResponse) -> str:
+        """The message of a container's 429 (TGI, OpenAI and LMI bodies, or its text)."""
+        try:
+            raw = await _read_limited(response, _MAX_QUOTED, truncate=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return "Too Many Requests"
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw.decode("utf-8", errors="replace").strip() or "Too Many Requests"
+        if isinstance(document, dict):
+            message = document.get("error") or document.get("message") or document.get("detail")
+            if isinstance(message, dict):
+                message = message.get("message")
+            if isinstance(message, str) and message:
+                return message
+        return raw.decode("utf-8", errors="replace")
 
     def _choose(
         self,
@@ -612,6 +712,17 @@ async def _watch_disconnect(receive: Receive, relay: _Relay) -> None:
             if message["type"] == "http.disconnect":
                 relay.client_left()
                 return
+
+
+def _stalled(relay: _Relay) -> bool:
+    """Whether a cancellation came from the stream's deadline, which interrupts a send to
+    a client that stopped reading (it is then taken back: the request ends normally)."""
+    if not relay.expired or relay.gone or not relay.sending:
+        return False
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+    return True
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

@@ -42,6 +42,7 @@ from streamhost.server.http import (
     tgi_error,
 )
 from streamhost.server.metrics import RequestStats, render
+from streamhost.server.openapi import openapi_document
 from streamhost.server.sessions import (
     CLOSED_SESSION_HEADER,
     NEW_SESSION_HEADER,
@@ -224,6 +225,11 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
         return PlainTextResponse(
             render(server.stats, engine_metrics), media_type="text/plain; version=0.0.4"
         )
+
+    document = openapi_document(config.api)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
 
     async def models(request: Request) -> Response:
         name = server.model_name
@@ -526,6 +532,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
         Route("/info", info, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/tokenize", guard(tokenize), methods=["POST"]),
         Route("/invocations", guard(invocations, config.api), methods=["POST"]),
         Route("/v1/chat/completions", guard(chat_route, "openai"), methods=["POST"]),

@@ -308,8 +308,8 @@ def _apply_lmi(
     elif model_id and not model_id.startswith(("synthetic:", "s3://")) and model_id != "tiny":
         # A relative folder is relative to the model directory, as in the container.
         candidate = folder / model_id
-        if candidate.is_dir():
-            model_id = str(candidate)
+        if candidate.is_dir() or model_id.startswith(("./", "../")):
+            model_id = str(candidate)  # a missing one is then named in full
     engine.model = model_id
     engine.revision = props.get("option.revision")
     if "option.trust_remote_code" in props:
