@@ -83,7 +83,8 @@ def test_requests_shaped_by_the_service_model_never_get_a_5xx(gateway, http, dat
 @given(
     target=st.one_of(
         st.sampled_from([f"SageMaker.{name}" for name in IMPLEMENTED]),
-        st.text(max_size=300).filter(lambda t: t.isprintable() and t.isascii()),
+        # Any value an HTTP client can send: h11 refuses surrounding whitespace itself.
+        st.text(max_size=300).filter(lambda t: t.isprintable() and t.isascii() and t == t.strip()),
     ),
     body=st.one_of(
         st.binary(max_size=2000),
