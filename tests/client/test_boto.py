@@ -7,9 +7,8 @@ HTTP/1.1) and of TGI for real boto3, httpx, requests and aiohttp clients to stre
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import aiohttp
@@ -29,6 +28,7 @@ from streamhost.client import (
     stream_text,
 )
 
+from ..loopback import LoopbackHTTPServer
 from .streamwire import exception_message, frames, lmi_outputs_lines, payload_part, tgi_sse
 
 TOKENS = ["Hi", " there", " 🙂"]
@@ -107,13 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    httpd = LoopbackHTTPServer(_Handler)
+    yield httpd.start().url
+    httpd.stop()
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import boto3
 import botocore.parsers
@@ -40,6 +39,8 @@ from streamhost.gateway.eventstream import (
     model_stream_error,
     payload_part,
 )
+
+from ..loopback import LoopbackHTTPServer
 
 # reference/sagemaker-hosting.md §2.3: a PayloadPart built by hand and decoded by botocore.
 REFERENCE_PAYLOAD_PART = bytes.fromhex(
@@ -333,14 +334,13 @@ def test_boto3_reads_frames_streamed_over_loopback_http():
         payload_part(b'{"token": " world"}\n'),
         model_stream_error("ModelInvocationTimeExceeded", "Model took too long"),
     ]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StreamingHandler)
+    server = LoopbackHTTPServer(StreamingHandler)
     server.frames = frames  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.start()
     try:
         client = boto3.client(
             "sagemaker-runtime",
-            endpoint_url=f"http://127.0.0.1:{server.server_port}",
+            endpoint_url=server.url,
             region_name="us-east-1",
             aws_access_key_id="AKIDEXAMPLE",
             aws_secret_access_key="secret",
@@ -357,5 +357,5 @@ def test_boto3_reads_frames_streamed_over_loopback_http():
         assert received == [b'{"token": "Hello"}\n', b'{"token": " world"}\n']
         assert raised.value.response["Error"]["Code"] == "ModelStreamError"
     finally:
-        server.shutdown()
+        server.stop()
         server.server_close()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import boto3
@@ -33,6 +32,8 @@ from streamhost.gateway.sigv4 import (
     UnrecognizedClientException,
     verify,
 )
+
+from ..loopback import LoopbackHTTPServer
 
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -412,13 +413,10 @@ class VerifyingHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def verifying_server(store):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), VerifyingHandler)
+    server = LoopbackHTTPServer(VerifyingHandler)
     server.store = store  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    yield server.start().url
+    server.stop()
 
 
 def real_client(service: str, endpoint_url: str, secret_key: str = SECRET_KEY):
