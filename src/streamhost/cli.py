@@ -37,6 +37,8 @@ def _serve_model(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=max(1, round(config.graceful_timeout)),
         access_log=False,
+        proxy_headers=False,  # nothing here reads X-Forwarded-*
+        server_header=False,
     )
     return 0
 
@@ -80,29 +82,19 @@ def _gateway(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    import uvicorn
-
-    from streamhost.gateway.app import create_gateway_app
+    from streamhost.gateway.app import serve
 
     if not settings.auth_enabled:
         logging.getLogger("streamhost").warning(
             "authentication is OFF: any client that reaches %s can use the gateway", settings.url
         )
-    config = uvicorn.Config(
-        create_gateway_app(settings),
-        log_level=args.log_level,
-        access_log=False,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        timeout_graceful_shutdown=30,
-    )
     logging.getLogger("streamhost").info(
         "streamhost gateway on %s (state %s, instance logs in %s)",
         settings.url,
         settings.state_url,
         settings.state_dir / "logs",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(settings, sock, log_level=args.log_level)
     return 0
 
 

@@ -50,14 +50,12 @@ SECRET_HEADER = "x-streamhost-instance-secret"
 
 GATEWAY_BOOTSTRAP = """
 import dataclasses, os, sys
-import uvicorn
-from streamhost.gateway.app import create_gateway_app
+from streamhost.gateway.app import serve
 from streamhost.gateway.settings import build_settings
 port, state, credentials, python = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 settings = build_settings(port=int(port), state=state, credentials=credentials)
 settings = dataclasses.replace(settings, instance_python=python)
-uvicorn.run(create_gateway_app(settings), host="127.0.0.1", port=int(port),
-            log_level="warning", access_log=False)
+serve(settings, log_level="warning")
 """
 
 # Stands in for the model server when BENCH_FAKE_CONTAINER is set: answers /ping, and

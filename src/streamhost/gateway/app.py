@@ -34,7 +34,7 @@ from .settings import GatewaySettings
 from .sigv4 import verify
 from .store import Store
 
-__all__ = ["GatewayApp", "create_gateway_app"]
+__all__ = ["GatewayApp", "create_gateway_app", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,28 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 def create_gateway_app(settings: GatewaySettings) -> GatewayApp:
     """The gateway's ASGI app for `settings` (serve it with uvicorn)."""
     return GatewayApp(settings)
+
+
+def serve(settings: GatewaySettings, sock: Any = None, *, log_level: str = "info") -> None:
+    """Run the gateway under uvicorn until SIGINT/SIGTERM, on `sock` if given (else it binds
+    `settings.host`:`settings.port`)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_gateway_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        # Per-request work the gateway does not need: it reads no X-Forwarded-* header and
+        # names no server software.
+        proxy_headers=False,
+        server_header=False,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 class GatewayApp:

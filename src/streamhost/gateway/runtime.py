@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import orjson
 
 from . import errors
@@ -61,6 +60,7 @@ from .router import (
     UnknownVariant,
     parse_session_header,
 )
+from .upstream import ConnectFailed, UpstreamBroken, UpstreamPool, UpstreamResponse
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -80,6 +80,7 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 INVOKE = "invocations"
 STREAM = "invocations-response-stream"
 SECRET_HEADER = "x-streamhost-instance-secret"
+_SECRET_HEADER = SECRET_HEADER.encode()
 # What the container said, echoed back; a 424's message quotes at most this much of it.
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_QUOTED = 4096
@@ -90,11 +91,6 @@ _LAST_WORD = 1.0
 _MAX_CUSTOM_ATTRIBUTES = 1024
 _PATH = re.compile(r"^/endpoints/([^/]+)/(invocations|invocations-response-stream)$")
 _SESSION_ID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-# Failures that happen before the request reaches the container: safe to try elsewhere.
-_CONNECT_FAILURES: tuple[type[Exception], ...] = (
-    aiohttp.ClientConnectorError,
-    getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError),
-)
 _TIMED_OUT = (
     "Your invocation timed out while waiting for a response from container primary. "
     "Review the latency of the model, resolve the issue, and try again."
@@ -104,6 +100,7 @@ _STREAM_TIME_EXCEEDED = (
 )
 
 # Request headers relayed to the container (lower-case, as ASGI gives them).
+_INVOCATIONS_PATH = "/invocations"
 _FORWARDED = (
     b"content-type",
     b"x-amzn-sagemaker-custom-attributes",
@@ -159,7 +156,7 @@ class _Relay:
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
-        self.response: aiohttp.ClientResponse | None = None
+        self.response: UpstreamResponse | None = None
         self.started = False  # the HTTP response has begun: errors can only go in band
         self.streaming = False
         self.sending = False  # waiting for the client to take a chunk
@@ -170,7 +167,7 @@ class _Relay:
         self.gone = True
         if self.streaming and self.response is not None:
             # Wakes the relay's pending read; the relay then closes the upstream socket.
-            self.response.content.set_exception(_ClientGone())
+            self.response.abort(_ClientGone())
         elif self.task is not None:
             self.task.cancel()
 
@@ -181,7 +178,7 @@ class _Relay:
             # it, so stop waiting; the relay then closes both connections.
             self.task.cancel()
         elif self.response is not None:
-            self.response.content.set_exception(_StreamDeadline())
+            self.response.abort(_StreamDeadline())
 
 
 class RuntimePlane:
@@ -190,35 +187,15 @@ class RuntimePlane:
     def __init__(self, router: Router, settings: RuntimeSettings | None = None) -> None:
         self.router = router
         self.settings = settings or RuntimeSettings()
-        self._http: aiohttp.ClientSession | None = None
-        # Built once: they are the same for every request.
-        self._invoke_timeout = aiohttp.ClientTimeout(
-            total=self.settings.invoke_timeout, sock_connect=self.settings.connect_timeout
-        )
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.settings.connect_timeout,
-            sock_read=self.settings.idle_timeout,
-        )
+        self._http: UpstreamPool | None = None
 
     async def start(self) -> None:
-        """Open the pooled HTTP client (needs the running event loop)."""
+        """Open the pool of connections to the instances."""
         if self._http is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # concurrency is bounded by the instances, not by the pool
-                keepalive_timeout=30,
-                ttl_dns_cache=None,
-            )
-            self._http = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                cookie_jar=aiohttp.DummyCookieJar(),  # a relay keeps no cookies
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+            self._http = UpstreamPool(connect_timeout=self.settings.connect_timeout)
 
     async def close(self) -> None:
-        """Close the HTTP client and its pooled connections."""
+        """Close the pooled connections."""
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -286,19 +263,24 @@ class RuntimePlane:
     ) -> None:
         session_id = _session_id(headers, allow_new=True)
         accept = headers.get(b"accept")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.invoke_timeout
         instance, response = await self._open(
-            endpoint, headers, body, accept, session_id, self._invoke_timeout, relay
+            endpoint, headers, body, accept, session_id, self.settings.invoke_timeout, relay
         )
         complete = False
         try:
             try:
                 if response.status >= 300:
-                    raise await self._model_error(endpoint, response)
-                content = await _read_limited(response, self.settings.max_payload)
-                complete = True
+                    raise await self._model_error(endpoint, response, deadline - loop.time())
+                content, complete = await response.read(
+                    self.settings.max_payload, max(0.0, deadline - loop.time())
+                )
+                if not complete:
+                    raise _TooLarge(self.settings.max_payload)
             except asyncio.TimeoutError:
                 raise self._timed_out(endpoint) from None
-            except aiohttp.ClientError as error:
+            except UpstreamBroken as error:
                 self.router.mark_down(instance)
                 raise self._broken(endpoint, error) from None
             except _TooLarge:
@@ -313,7 +295,7 @@ class RuntimePlane:
             answer = [
                 (
                     b"content-type",
-                    response.headers.get("Content-Type", "application/octet-stream").encode(
+                    response.headers.get("content-type", "application/octet-stream").encode(
                         "latin-1"
                     ),
                 ),
@@ -349,15 +331,15 @@ class RuntimePlane:
         session_id = _session_id(headers, allow_new=False)
         accept = headers.get(b"x-amzn-sagemaker-accept")
         instance, response = await self._open(
-            endpoint, headers, body, accept, session_id, self._stream_timeout, relay
+            endpoint, headers, body, accept, session_id, self.settings.idle_timeout, relay
         )
         try:
             if response.status >= 300:
                 try:
-                    raise await self._model_error(endpoint, response)
+                    raise await self._model_error(endpoint, response, self.settings.idle_timeout)
                 except asyncio.TimeoutError:
                     raise self._timed_out(endpoint) from None
-                except aiohttp.ClientError as error:
+                except UpstreamBroken as error:
                     raise self._broken(endpoint, error) from None
                 finally:
                     response.close()
@@ -366,7 +348,7 @@ class RuntimePlane:
                 (b"content-type", EVENTSTREAM_CONTENT_TYPE.encode()),
                 (
                     b"x-amzn-sagemaker-content-type",
-                    response.headers.get("Content-Type", "application/octet-stream").encode(
+                    response.headers.get("content-type", "application/octet-stream").encode(
                         "latin-1"
                     ),
                 ),
@@ -394,12 +376,14 @@ class RuntimePlane:
         self,
         endpoint: str,
         instance: Instance,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         send: Send,
         relay: _Relay,
     ) -> None:
         """Copy the instance's chunks to the client as PayloadParts, then end the stream
-        (with an exception message if it did not end well).
+        (with an exception message if it did not end well). Chunks that arrived together
+        (the client was slower than the instance for a moment) go out in one write, still
+        one PayloadPart each.
 
         `stream_timeout` bounds the whole stream, also for a client that stops reading: the
         relay then waits for the client, not the instance, and the deadline cancels that
@@ -407,27 +391,29 @@ class RuntimePlane:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(self.settings.stream_timeout, relay.deadline_passed)
-        read = response.content.readchunk
+        read = response.chunks
+        idle = self.settings.idle_timeout
         tail: bytes | None = b""
         clean = False
         try:
             try:
-                # The hot loop: one read, one encode, one ASGI send per chunk.
+                # The hot loop: one wait, one encode per chunk, one ASGI send per wait.
                 while True:
-                    data, end_of_chunk = await read()
-                    if data:
-                        relay.sending = True
-                        await send(
-                            {
-                                "type": "http.response.body",
-                                "body": payload_part(data),
-                                "more_body": True,
-                            }
-                        )
-                        relay.sending = False
-                    elif not end_of_chunk:
+                    parts = await read(idle)
+                    if not parts:
                         clean = True
                         break
+                    relay.sending = True
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": payload_part(parts[0])
+                            if len(parts) == 1
+                            else b"".join([payload_part(part) for part in parts]),
+                            "more_body": True,
+                        }
+                    )
+                    relay.sending = False
             except _ClientGone:
                 tail = None
             except _StreamDeadline:
@@ -441,7 +427,7 @@ class RuntimePlane:
                     f"{_STREAM_TIME_EXCEEDED} It sent nothing for "
                     f"{self.settings.idle_timeout:g} seconds.",
                 )
-            except (aiohttp.ClientError, ConnectionError) as error:
+            except ConnectionError as error:
                 self.router.mark_down(instance)
                 tail = model_stream_error(
                     STREAM_BROKEN,
@@ -500,9 +486,9 @@ class RuntimePlane:
         body: bytes,
         accept: bytes | None,
         session_id: str | None,
-        timeout: aiohttp.ClientTimeout,
+        timeout: float,
         relay: _Relay,
-    ) -> tuple[Instance, aiohttp.ClientResponse]:
+    ) -> tuple[Instance, UpstreamResponse]:
         """Choose an instance and send it the request; (instance, response with headers).
 
         An instance that refuses the connection never saw the request, and one that
@@ -526,25 +512,21 @@ class RuntimePlane:
             upstream = _upstream_headers(headers, accept, instance)
             try:
                 response = await self._http.post(
-                    instance.url + "/invocations",
-                    data=body,
-                    headers=upstream,
-                    timeout=timeout,
-                    allow_redirects=False,
+                    instance.host, instance.port, _INVOCATIONS_PATH, upstream, body, timeout=timeout
                 )
-            except _CONNECT_FAILURES:
+            except ConnectFailed:
                 self.router.release(instance)
                 self.router.mark_down(instance)
                 tried.append(instance)
                 continue
             except asyncio.TimeoutError:
                 self.router.release(instance)
-                if timeout is self._stream_timeout:
+                if timeout == self.settings.idle_timeout:
                     # No response headers within the idle limit: the model server hangs
                     # (a streaming answer starts before the generation does).
                     self.router.mark_down(instance)
                 raise self._timed_out(endpoint) from None
-            except aiohttp.ClientError as error:
+            except UpstreamBroken as error:
                 self.router.release(instance)
                 self.router.mark_down(instance)
                 raise self._broken(endpoint, error) from None
@@ -572,11 +554,11 @@ class RuntimePlane:
             f"No instance of endpoint {endpoint} accepted the request; try again."
         )
 
-    async def _refusal(self, response: aiohttp.ClientResponse) -> str:
+    async def _refusal(self, response: UpstreamResponse) -> str:
         """The message of a container's 429 (TGI, OpenAI and LMI bodies, or its text)."""
         try:
-            raw = await _read_limited(response, _MAX_QUOTED, truncate=True)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            raw, _ = await response.read(_MAX_QUOTED, self.settings.idle_timeout)
+        except (UpstreamBroken, asyncio.TimeoutError):
             return "Too Many Requests"
         try:
             document = orjson.loads(raw)
@@ -624,7 +606,7 @@ class RuntimePlane:
         self,
         endpoint: str,
         instance: Instance,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         session_id: str | None,
     ) -> list[tuple[bytes, bytes]]:
         """Pin or forget the sessions the container reports; the client's headers."""
@@ -643,8 +625,10 @@ class RuntimePlane:
             out.append((_CLOSED_SESSION.encode(), closed.encode("latin-1")))
         return out
 
-    async def _model_error(self, endpoint: str, response: aiohttp.ClientResponse) -> ModelError:
-        raw = await _read_limited(response, _MAX_ERROR_BODY, truncate=True)
+    async def _model_error(
+        self, endpoint: str, response: UpstreamResponse, timeout: float
+    ) -> ModelError:
+        raw, _ = await response.read(_MAX_ERROR_BODY, max(0.0, timeout))
         text = raw.decode("utf-8", errors="replace")
         kind = "client" if 400 <= response.status < 500 else "server"
         return ModelError(
@@ -749,31 +733,10 @@ def _session_id(headers: dict[bytes, bytes], *, allow_new: bool) -> str | None:
 
 def _upstream_headers(
     headers: dict[bytes, bytes], accept: bytes | None, instance: Instance
-) -> dict[str, str]:
-    upstream = {
-        name.decode(): headers[name].decode("latin-1") for name in _FORWARDED if name in headers
-    }
+) -> list[tuple[bytes, bytes]]:
+    upstream = [(name, headers[name]) for name in _FORWARDED if name in headers]
     if accept is not None:
-        upstream["accept"] = accept.decode("latin-1")
-    upstream["x-amzn-sagemaker-target-variant"] = instance.variant
-    upstream[SECRET_HEADER] = instance.secret
+        upstream.append((b"accept", accept))
+    upstream.append((b"x-amzn-sagemaker-target-variant", instance.variant.encode()))
+    upstream.append((_SECRET_HEADER, instance.secret.encode()))
     return upstream
-
-
-async def _read_limited(
-    response: aiohttp.ClientResponse, limit: int, *, truncate: bool = False
-) -> bytes:
-    """The whole body, up to `limit` bytes (beyond it: truncated, or `_TooLarge`)."""
-    chunks = []
-    size = 0
-    while True:
-        chunk = await response.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            if truncate:
-                chunks.append(chunk[: limit - (size - len(chunk))])
-                return b"".join(chunks)
-            raise _TooLarge(limit)
-        chunks.append(chunk)
