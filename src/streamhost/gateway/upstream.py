@@ -41,6 +41,7 @@ class UpstreamResponse:
     """The instance's answer: status and headers, then its body as it arrives."""
 
     __slots__ = (
+        "_aborted",
         "_buffered",
         "_chunked",
         "_connection",
@@ -64,15 +65,20 @@ class UpstreamResponse:
         self._current: list[bytes] = []  # pieces of the chunk being received
         self._parts: collections.deque[bytes] = collections.deque()
         self._buffered = 0
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the connection failed
+        self._aborted: BaseException | None = None  # the reader gave up
         self._waiter: asyncio.Future[None] | None = None
 
     async def chunks(self, timeout: float | None = None) -> list[bytes]:
         """Every body chunk received and not yet taken, waiting up to `timeout` seconds
         for one; `[]` once the body is complete. Raises `UpstreamBroken`, what `abort` was
         given, or `asyncio.TimeoutError`."""
+        if self._aborted is not None:
+            raise self._aborted
         if not self._parts and not self.complete and self._error is None:
             await self._wait(timeout)
+            if self._aborted is not None:
+                raise self._aborted
         if self._parts:
             parts = list(self._parts)
             self._parts.clear()
@@ -103,9 +109,10 @@ class UpstreamResponse:
                 size += len(part)
 
     def abort(self, error: BaseException) -> None:
-        """Make the pending (or next) `chunks` raise `error`; the caller then closes."""
-        if self._error is None:
-            self._error = error
+        """Make the pending (or next) `chunks` raise `error` at once, whatever has arrived
+        (the reader is giving up); the caller then closes."""
+        if self._aborted is None:
+            self._aborted = error
         self._wake()
 
     def release(self) -> None:
@@ -151,8 +158,10 @@ class UpstreamResponse:
             self._wake()
 
     def _fail(self, error: BaseException) -> None:
-        if not self.complete:
-            self.abort(error)
+        # Raised once what arrived before the failure has been taken.
+        if not self.complete and self._error is None:
+            self._error = error
+            self._wake()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
