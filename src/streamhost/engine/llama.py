@@ -1,11 +1,14 @@
 """A lean forward pass for Llama-family models (Llama, Mistral, Qwen2) over the batch.
 
 It runs the checkpoint's own weights with fused projections (q/k/v in one matmul,
-gate/up in one) and a key/value cache that grows in place: each decode step writes one
-column for the whole batch instead of copying the cache, which is what transformers'
-``DynamicCache`` does. Rotary embeddings come from the model's own module, so every rope
-variant the checkpoint uses is honoured. Other architectures use :mod:`runner`.
-"""
+gate/up in one) and a key/value cache of row slots that is written in place: each decode
+step writes one column for the whole batch (transformers' ``DynamicCache`` copies the cache
+instead), a joining request's prefilled keys go into the free slots after the running rows,
+and a finished request's slot is refilled by moving the last running row into it, so only
+that row's history is copied. The cache is reallocated only when the rows or columns do not
+fit (every ``GROWTH`` steps at most, dropping columns no row uses). Rotary embeddings come
+from the model's own module, so every rope variant the checkpoint uses is honoured. Other
+architectures use :mod:`runner`."""
 
 from __future__ import annotations
 
@@ -79,9 +82,13 @@ class LlamaRunner(TorchRunner):
         self.final_norm = model.model.norm.weight
         self.final_eps = getattr(model.model.norm, "variance_epsilon", eps)
         self.lm_head = model.lm_head.weight
+        # Per layer [row slots, kv heads, columns, head dim]: the running rows are slots
+        # [0, len(rows)); their histories end at column `_length` (right-aligned) and start no
+        # earlier than `_start`. `_mask` is [row slots, columns]: True for real tokens.
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
-        self._length = 0  # cache columns in use
+        self._start = 0
+        self._length = 0
 
     # -- the forward pass ------------------------------------------------------------------
 
@@ -135,7 +142,7 @@ class LlamaRunner(TorchRunner):
         # Padding keys are hidden; every query still sees itself, so no row of the softmax
         # is empty (an empty row would put NaN into the padding's keys and values).
         eye = torch.eye(width, dtype=torch.bool, device=self.device)
-        attn_mask = ((causal & mask[:, None, :]) | eye)[:, None]
+        attn_mask = _additive((causal & mask[:, None, :]) | eye, self.lm_head.dtype)[:, None]
         new_keys: list[torch.Tensor] = []
         new_values: list[torch.Tensor] = []
 
@@ -147,81 +154,126 @@ class LlamaRunner(TorchRunner):
         logits = self._forward(
             ids, positions, lambda q, k, v: self._sdpa(q, k, v, attn_mask), store
         )
-        self._merge_rows(rows, new_keys, new_values, mask, mask.sum(-1))
+        self._place_rows(rows, new_keys, new_values, mask, mask.sum(-1))
         return self._select(logits, rows, any(_penalised(r) for r in rows))
 
-    def _merge_rows(self, rows, keys, values, mask, positions) -> None:
-        new_len = mask.shape[1]
-        if not self.rows:
-            capacity = new_len + GROWTH
-            self._keys = [_pad_right(k, capacity - new_len) for k in keys]
-            self._values = [_pad_right(v, capacity - new_len) for v in values]
-            self._mask = F.pad(mask, (0, capacity - new_len))
-            self._positions = positions
-            self._length = new_len
-            self.rows = list(rows)
-        else:
-            old_len = self._length
-            width = max(old_len, new_len)
-            capacity = max(self._keys[0].shape[2] + (width - old_len), width + GROWTH)
-            self._keys = [
-                torch.cat(
-                    [_place(o, old_len, width, capacity), _place(n, new_len, width, capacity)]
-                )
-                for o, n in zip(self._keys, keys, strict=True)
-            ]
-            self._values = [
-                torch.cat(
-                    [_place(o, old_len, width, capacity), _place(n, new_len, width, capacity)]
-                )
-                for o, n in zip(self._values, values, strict=True)
-            ]
-            self._mask = torch.cat(
-                [
-                    _place_mask(self._mask, old_len, width, capacity),
-                    _place_mask(mask, new_len, width, capacity),
-                ]
-            )
-            self._positions = torch.cat([self._positions, positions])
-            self._length = width
-            self.rows.extend(rows)
+    def _place_rows(self, rows, keys, values, mask, positions) -> None:
+        """Write prefilled rows into the free slots after the running ones, right-aligned."""
+        n, k, width = len(self.rows), len(rows), mask.shape[1]
+        self._reserve(n + k, width)
+        lo, hi = self._length - width, self._length
+        for cache, new in zip(self._keys + self._values, keys + values, strict=True):
+            cache[n : n + k, :, lo:hi] = new
+        self._mask[n : n + k] = False
+        self._mask[n : n + k, lo:hi] = mask
+        self._start = min(self._start, lo) if n else lo
+        self._positions = positions if not n else torch.cat([self._positions, positions])
+        self.rows.extend(rows)
+        self._refresh()
+
+    def _reserve(self, rows: int, width: int) -> None:
+        """Room for `rows` rows, histories `width` columns long and the next decode column.
+
+        The cache keeps its slots and columns between steps; only when they do not fit is it
+        reallocated, the live columns moved to the front (leading columns no row uses are
+        dropped then) with `GROWTH` spare columns after them.
+        """
+        n = len(self.rows)
+        row_cap = self._keys[0].shape[0] if self._keys else 0
+        col_cap = self._keys[0].shape[2] if self._keys else 0
+        if not n:
+            self._start = self._length = 0
+            if rows <= row_cap and width < col_cap:
+                self._start = self._length = width  # reuse the empty cache
+                return
+        elif rows <= row_cap and width <= self._length < col_cap:
+            return
+        used = self._length - self._start
+        need = max(used, width)
+        dst = need - used
+        shape = (max(rows, row_cap), self.kv_heads, need + GROWTH, self.head_dim)
+        dtype, device = self.lm_head.dtype, self.lm_head.device
+
+        def moved(old: torch.Tensor | None) -> torch.Tensor:
+            # Zeros, not empty memory: masked keys must still be finite numbers.
+            fresh = torch.zeros(shape, dtype=dtype, device=device)
+            if old is not None and used:
+                fresh[:n, :, dst:need] = old[:n, :, self._start : self._length]
+            return fresh
+
+        layers = len(self.layers)
+        self._keys = [moved(t) for t in self._keys] or [moved(None) for _ in range(layers)]
+        self._values = [moved(t) for t in self._values] or [moved(None) for _ in range(layers)]
+        mask = torch.zeros(shape[0], shape[2], dtype=torch.bool, device=device)
+        if used:
+            mask[:n, dst:need] = self._mask[:n, self._start : self._length]
+        self._mask = mask
+        self._start, self._length = dst, need
+
+    @torch.inference_mode()
+    def remove(self, rows: list) -> None:
+        """Drop ``rows``: running rows from the end move into the freed slots (only their
+        live columns are copied), then leading columns no row uses are skipped."""
+        gone = {id(r) for r in rows}
+        keep = [id(r) not in gone for r in self.rows]
+        if all(keep):
+            return
+        survivors = sum(keep)
+        if not survivors:
+            self.rows, self._positions = [], None
+            self._needs_history = self._padded = False
+            return
+        holes = [i for i in range(survivors) if not keep[i]]
+        movers = [i for i in range(survivors, len(self.rows)) if keep[i]]
+        if holes:
+            dst = torch.tensor(holes, device=self.device)
+            src = torch.tensor(movers, device=self.device)
+            s, e = self._start, self._length
+            for cache in self._keys + self._values:
+                cache[dst, :, s:e] = cache[src, :, s:e]
+            self._mask[dst] = self._mask[src]
+            self._positions[dst] = self._positions[src]
+            for hole, mover in zip(holes, movers, strict=True):
+                self.rows[hole] = self.rows[mover]
+        del self.rows[survivors:]
+        self._positions = self._positions[:survivors]
+        live = self._mask[:survivors, self._start : self._length].any(0)
+        self._start += int(live.to(torch.int8).argmax())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        n = len(self.rows)
         self._needs_history = any(_penalised(r) for r in self.rows)
-        self._padded = not bool(self._mask[:, : self._length].all())
-
-    def _used_columns(self) -> int:
-        return self._length
-
-    def _keep_cache(self, index: torch.Tensor, start: int) -> None:
-        self._keys = [k.index_select(0, index)[:, :, start:] for k in self._keys]
-        self._values = [v.index_select(0, index)[:, :, start:] for v in self._values]
-        self._length -= start
+        self._padded = not bool(self._mask[:n, self._start : self._length].all())
 
     def reset(self) -> None:
         """Forget the whole batch."""
         super().reset()
-        self._keys, self._values, self._length = [], [], 0
+        self._keys, self._values, self._start, self._length = [], [], 0, 0
 
     # -- decoding ---------------------------------------------------------------------------
 
     @torch.inference_mode()
     def step(self) -> list:
         """Decode one token for every row, writing one cache column for the batch."""
-        if self._length == self._keys[0].shape[2]:
-            self._keys = [_pad_right(k, GROWTH) for k in self._keys]
-            self._values = [_pad_right(v, GROWTH) for v in self._values]
-            self._mask = F.pad(self._mask, (0, GROWTH))
-        column = self._length
-        self._mask[:, column] = True
+        n = len(self.rows)
+        self._reserve(n, 0)
+        start, column = self._start, self._length
+        self._mask[:n, column] = True
         end = column + 1
         last = torch.tensor(
             [r.output_ids[-1] for r in self.rows], dtype=torch.long, device=self.device
         )
-        attn_mask = self._mask[:, None, None, :end] if self._padded else None
+        attn_mask = (
+            _additive(self._mask[:n, None, None, start:end], self.lm_head.dtype)
+            if self._padded
+            else None
+        )
 
         def store(index, k, v):
-            self._keys[index][:, :, column] = k[:, :, 0]
-            self._values[index][:, :, column] = v[:, :, 0]
-            return self._keys[index][:, :, :end], self._values[index][:, :, :end]
+            self._keys[index][:n, :, column] = k[:, :, 0]
+            self._values[index][:n, :, column] = v[:, :, 0]
+            return self._keys[index][:n, :, start:end], self._values[index][:n, :, start:end]
 
         logits = self._forward(
             last[:, None],
@@ -234,14 +286,10 @@ class LlamaRunner(TorchRunner):
         return self._select(logits, self.rows, self._needs_history)
 
 
-def _pad_right(t: torch.Tensor, n: int) -> torch.Tensor:
-    return F.pad(t, (0, 0, 0, n))
-
-
-def _place(t: torch.Tensor, used: int, width: int, capacity: int) -> torch.Tensor:
-    # Right-align the ``used`` columns at ``width`` inside a ``capacity``-column tensor.
-    return F.pad(t[:, :, :used], (0, 0, width - used, capacity - width))
-
-
-def _place_mask(mask: torch.Tensor, used: int, width: int, capacity: int) -> torch.Tensor:
-    return F.pad(mask[:, :used], (width - used, capacity - width))
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as the additive float mask SDPA takes without converting:
+    built once per forward instead of once per layer (and SDPA is faster with it on the CPU,
+    the cache being a strided view)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, float("-inf")
+    )

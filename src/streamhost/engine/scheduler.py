@@ -164,14 +164,16 @@ class Scheduler:
             return
         gone_ids = {id(s) for s in gone}
         self.waiting = collections.deque(s for s in self.waiting if id(s) not in gone_ids)
-        self.runner.remove(gone)
-        self.metrics.batch_size = len(self.runner.rows)
         events = []
         for seq in gone:
             seq.finished = True
             self.metrics.finished(FinishReason.CANCELLED)
             events.append((seq, self._final_event(seq, FinishReason.CANCELLED, None)))
-        self.dispatch(events)
+        try:
+            self.runner.remove(gone)
+            self.metrics.batch_size = len(self.runner.rows)
+        finally:
+            self.dispatch(events)
 
     def _admit(self) -> list[Sequence]:
         budget = self.config.max_batch_prefill_tokens
@@ -198,11 +200,15 @@ class Scheduler:
             events.append((seq, event))
             if event.finish_reason is not None:
                 done.append(seq)
-        if done:
-            self.runner.remove(done)
-            self.metrics.batch_size = len(self.runner.rows)
-        if events:
-            self.dispatch(events)
+        try:
+            if done:
+                self.runner.remove(done)
+                self.metrics.batch_size = len(self.runner.rows)
+        finally:
+            # Finished requests get their last event even if the runner failed to let them
+            # go (the loop then fails the rest of the batch).
+            if events:
+                self.dispatch(events)
 
     def _advance(self, seq: Sequence, sample, now: float) -> TokenEvent:
         token_id = sample.token_id
