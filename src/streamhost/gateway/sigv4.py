@@ -1,12 +1,12 @@
 """Verification of AWS Signature Version 4 on requests that reach the gateway.
 
-The signature is recomputed from the request exactly as it arrived, following the steps of
-botocore's signer (``botocore.auth.SigV4Auth``: its path normalisation, query sorting, header
-trimming, payload hash), so the gateway accepts precisely what boto3 produces; the tests check
-it against that signer on generated requests. The derived signing key is cached per day and
-scope. Failures are named exceptions carrying the error code and
-message AWS sends for the same fault, for the API layers to render in their protocol.
-"""
+The signature is recomputed with botocore's own signer (``botocore.auth.SigV4Auth``: its
+canonical request, string to sign and key derivation) from the request exactly as it arrived,
+so the gateway accepts precisely what boto3 produces; no signing code is written here. The
+signer reads a light stand-in for botocore's ``AWSRequest`` (building one cost more than the
+signing), and one signer is kept per key and scope. Failures are named exceptions carrying the
+error code and message AWS sends for the same fault, for the API layers to render in their
+protocol."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD
-from botocore.utils import normalize_url_path
+from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.credentials import Credentials
 
 from streamhost.gateway.errors import AwsError
 
@@ -60,6 +60,9 @@ _SIGNATURE_MISMATCH = (
 _ISO8601_BASIC = re.compile(r"\d{8}T\d{6}Z")
 # Characters RFC 3986 leaves unencoded; what botocore's signer uses for query strings.
 _UNRESERVED = "-_.~"
+# Only the path and query of the URL reach the canonical request; the origin is a placeholder
+# (http, so botocore never switches to its "unsigned payload over TLS" mode).
+_PLACEHOLDER_ORIGIN = "http://gateway.invalid"
 
 
 class SigV4Error(AwsError):
@@ -446,17 +449,88 @@ def _check_payload_hash(declared: str | None, body: bytes, allow_unsigned: bool)
 
 def _canonical_query(query: str) -> str:
     # Decode then re-encode each name and value the way botocore's signer encodes its own
-    # parameters, so any client's choice of escapes gives the same canonical query; sorted by
-    # (name, value) as botocore sorts them.
+    # parameters, so any client's choice of escapes gives the same canonical query; botocore
+    # then sorts the pairs.
     pairs = []
     for pair in query.split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
         pairs.append(
-            (quote(unquote(name), safe=_UNRESERVED), quote(unquote(value), safe=_UNRESERVED))
+            f"{quote(unquote(name), safe=_UNRESERVED)}={quote(unquote(value), safe=_UNRESERVED)}"
         )
-    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+    return "&".join(pairs)
+
+
+class _SignedHeaders(dict):
+    """The signed headers that arrived (lower-case name → value), with the lookups
+    botocore's signer makes on an ``AWSRequest``'s headers."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def get_all(self, name: str) -> list[str]:
+        value = self.get(name.lower())
+        return [] if value is None else [value]
+
+
+class _Received:
+    """A request as it arrived, shaped as botocore's signer reads an ``AWSRequest`` (method,
+    url, params, headers, context) without building one: building it (and its
+    ``email.message`` headers) cost more than the signing itself."""
+
+    __slots__ = ("body", "context", "headers", "method", "params", "url")
+
+    def __init__(
+        self, method: str, url: str, headers: _SignedHeaders, body: bytes, timestamp: str
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.params: dict[str, str] = {}
+        self.headers = headers
+        self.body = body
+        self.context = {"timestamp": timestamp}
+
+
+class _ClientSigner(SigV4Auth):
+    """botocore's SigV4 signer, signing exactly the headers the client said it signed."""
+
+    def payload(self, request: _Received) -> str:  # type: ignore[override]
+        # The same hash botocore takes, of the bytes at hand.
+        return hashlib.sha256(request.body).hexdigest() if request.body else EMPTY_SHA256_HASH
+
+    def headers_to_sign(self, request: _Received) -> _SignedHeaders:  # type: ignore[override]
+        # botocore picks "all headers but a blocklist, plus host from the URL" because it is
+        # about to send the request; here the client has already chosen, in SignedHeaders.
+        return request.headers
+
+
+_signers: dict[tuple[str, str, str | None, str, str], _ClientSigner] = {}
+
+
+def _signer(credential: StoredCredential, service: str, region: str) -> _ClientSigner:
+    key = (
+        credential.access_key_id,
+        credential.secret_access_key,
+        credential.session_token,
+        service,
+        region,
+    )
+    signer = _signers.get(key)
+    if signer is None:
+        if len(_signers) >= 1024:  # scopes a client chose: bounded
+            _signers.clear()
+        signer = _signers[key] = _ClientSigner(
+            Credentials(
+                credential.access_key_id, credential.secret_access_key, credential.session_token
+            ),
+            service,
+            region,
+        )
+    return signer
 
 
 def _expected_signature(
@@ -468,49 +542,18 @@ def _expected_signature(
     credential: StoredCredential,
     timestamp: str,
 ) -> tuple[str, str, str]:
-    """(signature, canonical request, string to sign), built as botocore's `SigV4Auth` builds
-    them when it signs: the same steps, minus its request object (four times the cost)."""
     path, _, query = url_path_with_query.partition("?")
-    signed = sorted({name for name in authorization.signed_headers if name in headers})
-    payload_hash = headers.get("x-amz-content-sha256") if "x-amz-content-sha256" in signed else None
-    if payload_hash is None:
-        payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH
-    canonical_request = "\n".join(
-        (
-            method.upper(),
-            quote(normalize_url_path(path), safe="/~"),
-            _canonical_query(query),
-            "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in signed),
-            ";".join(signed),
-            payload_hash,
-        )
+    canonical_query = _canonical_query(query)
+    url = _PLACEHOLDER_ORIGIN + path + (f"?{canonical_query}" if canonical_query else "")
+    signed = _SignedHeaders(
+        (name, headers[name]) for name in authorization.signed_headers if name in headers
     )
-    scope = f"{timestamp[0:8]}/{authorization.region}/{authorization.service}/{SCOPE_TERMINATOR}"
-    string_to_sign = "\n".join(
-        (ALGORITHM, timestamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
-    )
-    key = _signing_key(
-        credential.secret_access_key, timestamp[0:8], authorization.region, authorization.service
-    )
-    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    request = _Received(method, url, signed, body, timestamp)
+    signer = _signer(credential, authorization.service, authorization.region)
+    canonical_request = signer.canonical_request(request)  # type: ignore[arg-type]
+    string_to_sign = signer.string_to_sign(request, canonical_request)  # type: ignore[arg-type]
+    signature = signer.signature(string_to_sign, request)  # type: ignore[arg-type]
     return signature, canonical_request, string_to_sign
-
-
-_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
-
-
-def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """kSigning of the SigV4 key chain; it changes once a day per key, so it is kept."""
-    cache_key = (secret, date, region, service)
-    key = _signing_keys.get(cache_key)
-    if key is None:
-        key = f"AWS4{secret}".encode()
-        for part in (date, region, service, SCOPE_TERMINATOR):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        if len(_signing_keys) >= 1024:  # scopes a client chose: bounded
-            _signing_keys.clear()
-        _signing_keys[cache_key] = key
-    return key
 
 
 def _stamp(moment: datetime) -> str:
