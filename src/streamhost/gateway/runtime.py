@@ -382,8 +382,7 @@ class RuntimePlane:
     ) -> None:
         """Copy the instance's chunks to the client as PayloadParts, then end the stream
         (with an exception message if it did not end well). Chunks that arrived together
-        (the client was slower than the instance for a moment) go out in one write, still
-        one PayloadPart each.
+        (the client was slower than the instance for a moment) are taken in one wait.
 
         `stream_timeout` bounds the whole stream, also for a client that stops reading: the
         relay then waits for the client, not the instance, and the deadline cancels that
@@ -397,22 +396,22 @@ class RuntimePlane:
         clean = False
         try:
             try:
-                # The hot loop: one wait, one encode per chunk, one ASGI send per wait.
+                # The hot loop: one wait for whatever has arrived, then per chunk one encode
+                # and one ASGI send (its own HTTP chunk, written at once).
                 while True:
                     parts = await read(idle)
                     if not parts:
                         clean = True
                         break
                     relay.sending = True
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": payload_part(parts[0])
-                            if len(parts) == 1
-                            else b"".join([payload_part(part) for part in parts]),
-                            "more_body": True,
-                        }
-                    )
+                    for part in parts:
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": payload_part(part),
+                                "more_body": True,
+                            }
+                        )
                     relay.sending = False
             except _ClientGone:
                 tail = None

@@ -1,0 +1,70 @@
+"""The stream's wire framing: every chunk the instance sends is one PayloadPart in its own
+HTTP chunk, also when the client fell behind and chunks piled up in the gateway."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer
+
+from .conftest import ACCESS_KEY, REGION, SECRET_KEY, create_synthetic_endpoint, tgi_body
+
+TOKENS = 400
+
+
+def http_chunks(raw: bytes) -> list[bytes]:
+    """The chunks of a chunked HTTP/1.1 response, as the server framed them."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return chunks
+        chunks.append(rest[:size])
+        assert rest[size : size + 2] == b"\r\n"
+        rest = rest[size + 2 :]
+
+
+def one_message(chunk: bytes):
+    """The single event-stream message `chunk` holds, decoded (CRCs checked) by botocore."""
+    assert int.from_bytes(chunk[:4], "big") == len(chunk), "not exactly one message"
+    buffer = EventStreamBuffer()
+    buffer.add_data(chunk)
+    (message,) = list(buffer)
+    return message
+
+
+def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
+    sm = gateway.sm()
+    create_synthetic_endpoint(sm, "framing", delay_ms=0)
+    url = f"{gateway.url}/endpoints/framing/invocations-response-stream"
+    body = tgi_body(tokens=TOKENS)
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(request)
+    headers = dict(request.prepare().headers)
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        # A small receive buffer and a pause before reading: the instance runs ahead, its
+        # chunks wait in the gateway, and the relay takes several at a time.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        head = f"POST /endpoints/framing/invocations-response-stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
+        sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+        time.sleep(1.0)
+        raw = b""
+        sock.settimeout(30)
+        while data := sock.recv(65536):
+            raw += data
+    chunks = http_chunks(raw)
+    events = [one_message(chunk) for chunk in chunks]
+    assert all(event.headers[":event-type"] == "PayloadPart" for event in events)
+    assert b"".join(event.payload for event in events).count(b"data:") == TOKENS
