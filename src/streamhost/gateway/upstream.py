@@ -207,7 +207,11 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
+        # The instance closed its side: no request may be sent here any more, even before
+        # connection_lost (which follows) has run.
+        self.closed = True
+        self.pool._forget(self)
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -255,11 +259,14 @@ class _Connection(asyncio.Protocol):
     # used by the pool and the response
 
     async def send(self, request: bytes, timeout: float | None) -> UpstreamResponse:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            # Closed between the pool handing it out and now: nothing was sent.
+            raise UpstreamBroken("the connection closed before the request was sent")
         loop = asyncio.get_running_loop()
         self.response = UpstreamResponse(self)
         self.answered = False
         self._head = head = loop.create_future()
-        self.transport.write(request)  # type: ignore[union-attr]
+        self.transport.write(request)
         timer = None if timeout is None else loop.call_later(timeout, _expire, head)
         try:
             return await head
