@@ -226,3 +226,30 @@ def test_streams_past_the_time_limit_end_with_model_invocation_time_exceeded(tmp
     finally:
         live.stop()
         assert_no_instances_left()
+
+
+def test_an_invoke_past_its_time_limit_is_a_model_error_and_the_instance_stays_in_rotation(
+    tmp_path,
+):
+    # A non-streaming answer comes whole, so a slow model is not a hung one: the instance
+    # keeps taking requests (even when both limits are equal, as by default).
+    live = LiveGateway(
+        tmp_path / "state", invoke_timeout=0.5, idle_timeout=0.5, health_interval=30
+    ).start()
+    try:
+        sm, smr = live.sm(), live.smr()
+        create_synthetic_endpoint(sm, "slow-invoke", delay_ms=20)
+        with pytest.raises(ClientError) as raised:
+            smr.invoke_endpoint(EndpointName="slow-invoke", Body=tgi_body(tokens=100, stream=False))
+        status, code, message = error_of(raised)
+        assert (status, code) == (424, "ModelError")
+        assert "timed out while waiting for a response" in message
+        assert live.app.router.healthy_counts("slow-invoke") == {"AllTraffic": 1}
+        answer = smr.invoke_endpoint(
+            EndpointName="slow-invoke", Body=tgi_body(tokens=2, stream=False)
+        )
+        assert json.loads(answer["Body"].read())[0]["generated_text"]
+        delete_endpoint(sm, "slow-invoke")
+    finally:
+        live.stop()
+        assert_no_instances_left()

@@ -266,7 +266,14 @@ class RuntimePlane:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.invoke_timeout
         instance, response = await self._open(
-            endpoint, headers, body, accept, session_id, self.settings.invoke_timeout, relay
+            endpoint,
+            headers,
+            body,
+            accept,
+            session_id,
+            self.settings.invoke_timeout,
+            relay,
+            streaming=False,
         )
         complete = False
         try:
@@ -331,7 +338,14 @@ class RuntimePlane:
         session_id = _session_id(headers, allow_new=False)
         accept = headers.get(b"x-amzn-sagemaker-accept")
         instance, response = await self._open(
-            endpoint, headers, body, accept, session_id, self.settings.idle_timeout, relay
+            endpoint,
+            headers,
+            body,
+            accept,
+            session_id,
+            self.settings.idle_timeout,
+            relay,
+            streaming=True,
         )
         try:
             if response.status >= 300:
@@ -487,6 +501,8 @@ class RuntimePlane:
         session_id: str | None,
         timeout: float,
         relay: _Relay,
+        *,
+        streaming: bool,
     ) -> tuple[Instance, UpstreamResponse]:
         """Choose an instance and send it the request; (instance, response with headers).
 
@@ -520,7 +536,7 @@ class RuntimePlane:
                 continue
             except asyncio.TimeoutError:
                 self.router.release(instance)
-                if timeout == self.settings.idle_timeout:
+                if streaming:
                     # No response headers within the idle limit: the model server hangs
                     # (a streaming answer starts before the generation does).
                     self.router.mark_down(instance)
