@@ -6,9 +6,9 @@ step writes one column for the whole batch (transformers' ``DynamicCache`` copie
 instead), a joining request's prefilled keys go into the free slots after the running rows,
 and a finished request's slot is refilled by moving the last running row into it, so only
 that row's history is copied. The cache is reallocated only when the rows or columns do not
-fit (every ``GROWTH`` steps at most, dropping columns no row uses). Rotary embeddings come
-from the model's own module, so every rope variant the checkpoint uses is honoured. Other
-architectures use :mod:`runner`."""
+fit (every ``GROWTH`` steps at most, dropping columns no row uses) and freed when the batch
+empties. Rotary embeddings come from the model's own module, so every rope variant the
+checkpoint uses is honoured. Other architectures use :mod:`runner`."""
 
 from __future__ import annotations
 
@@ -181,13 +181,10 @@ class LlamaRunner(TorchRunner):
         n = len(self.rows)
         row_cap = self._keys[0].shape[0] if self._keys else 0
         col_cap = self._keys[0].shape[2] if self._keys else 0
+        if n and rows <= row_cap and width <= self._length < col_cap:
+            return
         if not n:
             self._start = self._length = 0
-            if rows <= row_cap and width < col_cap:
-                self._start = self._length = width  # reuse the empty cache
-                return
-        elif rows <= row_cap and width <= self._length < col_cap:
-            return
         used = self._length - self._start
         need = max(used, width)
         dst = need - used
@@ -220,8 +217,7 @@ class LlamaRunner(TorchRunner):
             return
         survivors = sum(keep)
         if not survivors:
-            self.rows, self._positions = [], None
-            self._needs_history = self._padded = False
+            self.reset()  # an idle engine holds no cache
             return
         holes = [i for i in range(survivors) if not keep[i]]
         movers = [i for i in range(survivors, len(self.rows)) if keep[i]]
