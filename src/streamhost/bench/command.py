@@ -116,6 +116,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     tokens=20 if args.smoke else 200,
                     capacity_tokens=50 if args.smoke else 1000,
                     single_rounds=2 if args.smoke else 10,
+                    ttfb_streams=3 if args.smoke else 60,
                     nginx=not args.no_peer,
                 )
                 tables.append(relay.run_relay(options, progress=progress))

@@ -3,7 +3,8 @@ and through nginx as a plain reverse proxy, side by side on this machine.
 
 Scenarios (each repeated, interleaved, medians reported):
   * `synthetic:5` (a token every 5 ms), 1 and 64 concurrent streams of 200 tokens:
-    TTFB (request sent → first token) and inter-chunk gaps, per path.
+    TTFB (request sent → first token) and inter-chunk gaps, per path. At 1 stream the TTFB
+    comes from 60 short streams per repeat, the paths taking turns.
   * relay capacity: a minimal fake container that writes pre-rendered SSE chunks as fast
     as it can, 64 streams of 1000 chunks: events/s each path delivers.
 The gateway runs with SigV4 on (requests are signed once per run and replayed, so the
@@ -254,6 +255,22 @@ async def scenario(target: dict, concurrency: int, body: bytes, rounds: int = 1)
     return run
 
 
+async def ttfb_series(targets: dict, body: bytes, streams: int) -> dict[str, list[float]]:
+    """TTFB of `streams` sequential short streams per path, the paths in turn."""
+    samples: dict[str, list[float]] = {path: [] for path in targets}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        for index in range(streams + 3):  # the first 3 warm the connections
+            for path, target in targets.items():
+                run = Run()
+                headers = target["headers"](body)
+                await one_stream(session, target["url"], headers, body, target["kind"], run)
+                if index >= 3:
+                    samples[path] += run.ttfb
+    return samples
+
+
 def signer(url: str):
     """Headers for the gateway: signed once per body, as boto3 would sign it."""
     cache: dict[bytes, dict] = {}
@@ -343,6 +360,7 @@ class RelayOptions:
     tokens: int = 200
     capacity_tokens: int = 1000
     single_rounds: int = 10
+    ttfb_streams: int = 60  # short streams per path and repeat for the 1-stream TTFB
     nginx: bool = True
 
 
@@ -439,6 +457,12 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
                 for path, target in targets(name).items():
                     run = asyncio.run(scenario(target, concurrency, body(tokens), rounds))
                     results.setdefault((label, concurrency, path), []).append(run)
+                if concurrency == 1 and args.ttfb_streams:
+                    # The 1-stream TTFB from many short streams, the paths taking turns, so
+                    # that each path sees the same moments of a shared machine.
+                    series = asyncio.run(ttfb_series(targets(name), body(2), args.ttfb_streams))
+                    for path, samples in series.items():
+                        results[(label, concurrency, path)][-1].ttfb = samples
             if progress:
                 progress(f"gateway relay: repeat {repeat + 1}/{args.repeats} done")
         return report(results, plans)

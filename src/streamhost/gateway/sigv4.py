@@ -253,8 +253,7 @@ def verify(
     if not authorization_value:
         raise MissingAuthenticationTokenException()
     authorization = _parse_authorization(authorization_value, header_map)
-    signed_at = _request_time(header_map)
-    timestamp = signed_at.strftime(SIGV4_TIMESTAMP)
+    signed_at, timestamp = _request_time(header_map)
     _check_clock(signed_at, now, max_skew)
     _check_scope(authorization, signed_at, timestamp, service)
 
@@ -348,15 +347,17 @@ def _parse_authorization(value: str, headers: Mapping[str, str]) -> _Authorizati
     )
 
 
-def _request_time(headers: Mapping[str, str]) -> datetime:
+def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
+    """When the request was signed, and that time as SigV4's timestamp."""
     amz_date = headers.get("x-amz-date")
     if amz_date is not None:
         amz_date = amz_date.strip()
         try:
             if not _ISO8601_BASIC.fullmatch(amz_date):
                 raise ValueError(amz_date)
-            # Sliced by hand: strptime costs more than the rest of the date handling.
-            return datetime(
+            # Sliced by hand: strptime costs more than the rest of the date handling. The
+            # header, once it matched, is already the timestamp in SigV4's format.
+            signed_at = datetime(
                 int(amz_date[0:4]),
                 int(amz_date[4:6]),
                 int(amz_date[6:8]),
@@ -365,6 +366,7 @@ def _request_time(headers: Mapping[str, str]) -> datetime:
                 int(amz_date[13:15]),
                 tzinfo=timezone.utc,
             )
+            return signed_at, amz_date
         except ValueError:
             raise IncompleteSignatureException(
                 f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. "
@@ -380,7 +382,8 @@ def _request_time(headers: Mapping[str, str]) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    signed_at = parsed.astimezone(timezone.utc)
+    return signed_at, signed_at.strftime(SIGV4_TIMESTAMP)
 
 
 def _check_clock(signed_at: datetime, now: datetime | None, max_skew: timedelta | float) -> None:
@@ -498,6 +501,11 @@ class _Received:
 class _ClientSigner(SigV4Auth):
     """botocore's SigV4 signer, signing exactly the headers the client said it signed."""
 
+    def __init__(self, credentials: Credentials, service: str, region: str) -> None:
+        super().__init__(credentials, service, region)
+        self._paths: dict[str, str] = {}
+        self._keys: dict[tuple[bytes, str], bytes] = {}
+
     def payload(self, request: _Received) -> str:  # type: ignore[override]
         # The same hash botocore takes, of the bytes at hand.
         return hashlib.sha256(request.body).hexdigest() if request.body else EMPTY_SHA256_HASH
@@ -506,6 +514,29 @@ class _ClientSigner(SigV4Auth):
         # botocore picks "all headers but a blocklist, plus host from the URL" because it is
         # about to send the request; here the client has already chosen, in SignedHeaders.
         return request.headers
+
+    # Memoized, as pure functions of their arguments: botocore's own code runs on a miss.
+
+    def _normalize_url_path(self, path: str) -> str:
+        normalized = self._paths.get(path)
+        if normalized is None:
+            normalized = super()._normalize_url_path(path)
+            if len(self._paths) >= 256:
+                self._paths.clear()
+            self._paths[path] = normalized
+        return normalized
+
+    def _sign(self, key: bytes, msg: str, hex: bool = False):
+        if hex:  # the signature itself: a new string to sign every time
+            return super()._sign(key, msg, hex=True)
+        # The signing-key chain (date, region, service, "aws4_request"): the same all day.
+        derived = self._keys.get((key, msg))
+        if derived is None:
+            derived = super()._sign(key, msg)
+            if len(self._keys) >= 64:
+                self._keys.clear()
+            self._keys[(key, msg)] = derived
+        return derived
 
 
 _signers: dict[tuple[str, str, str | None, str, str], _ClientSigner] = {}
