@@ -200,6 +200,13 @@ def count_eventstream(buffer: bytearray, data: bytes) -> int:
     return count
 
 
+def client_session() -> aiohttp.ClientSession:
+    """The load generator's client: no pool limit (the concurrency is the scenario's)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600)
+    )
+
+
 async def one_stream(
     session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, kind: str, run: Run
 ) -> tuple[float, float]:
@@ -228,10 +235,7 @@ async def one_stream(
 async def scenario(target: dict, concurrency: int, body: bytes, rounds: int = 1) -> Run:
     """`rounds` rounds, one after another, of `concurrency` simultaneous streams."""
     run = Run()
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
-    ) as session:
+    async with client_session() as session:
         # Warm the connection pool so every path starts with open connections.
         await asyncio.gather(
             *(
@@ -258,9 +262,7 @@ async def scenario(target: dict, concurrency: int, body: bytes, rounds: int = 1)
 async def ttfb_series(targets: dict, body: bytes, streams: int) -> dict[str, list[float]]:
     """TTFB of `streams` sequential short streams per path, the paths in turn."""
     samples: dict[str, list[float]] = {path: [] for path in targets}
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600)
-    ) as session:
+    async with client_session() as session:
         for index in range(streams + 3):  # the first 3 warm the connections
             for path, target in targets.items():
                 run = Run()
@@ -320,6 +322,38 @@ def start_nginx(
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def gateway_process(root: Path, instance_python: str):
+    """A gateway subprocess (SigV4 on, state and credentials under `root`), ready on /ping:
+    yields (its URL, its state database). Leaving stops it, and it stops its instances."""
+    (root / "credentials").write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    state = root / "state" / "gateway.db"
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            GATEWAY_BOOTSTRAP,
+            str(port),
+            str(state),
+            str(root / "credentials"),
+            instance_python,
+        ],
+        env=env,
+    )
+    try:
+        wait_http(url + "/ping")
+        yield url, state
+    finally:
+        gateway.send_signal(signal.SIGTERM)  # stops the instances it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            gateway.wait(60)
+
+
 def deploy(url: str, name: str, environment: dict) -> None:
     sm = boto3.session.Session().client(
         "sagemaker",
@@ -375,105 +409,85 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
         pass
 
     root = Path(tempfile.mkdtemp(prefix="streamhost-bench-"))
-    (root / "credentials").write_text(
-        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
-    )
     (root / "fake.py").write_text(FAKE_CONTAINER)
     wrapper = root / "python"
     wrapper.write_text(INSTANCE_WRAPPER.format(python=sys.executable, fake=root / "fake.py"))
     wrapper.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    port = free_port()
-    gateway_url = f"http://127.0.0.1:{port}"
-    state = root / "state" / "gateway.db"
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            GATEWAY_BOOTSTRAP,
-            str(port),
-            str(state),
-            str(root / "credentials"),
-            str(wrapper),
-        ],
-        env=env,
-    )
     nginx = None
     try:
-        wait_http(gateway_url + "/ping")
-        # Batch limits above the concurrency, so no stream waits for a batch slot.
-        deploy(
-            gateway_url,
-            "synthetic",
-            {
-                "HF_MODEL_ID": "synthetic:5",
-                "MAX_BATCH_SIZE": "128",
-                "MAX_CONCURRENT_REQUESTS": "512",
-            },
-        )
-        deploy(gateway_url, "fake", {"HF_MODEL_ID": "synthetic:0", "BENCH_FAKE_CONTAINER": "1"})
-        store = Store.open(sqlite_url(state))
-        instances = {name: store.list_instances(name)[0] for name in ("synthetic", "fake")}
-        store.close()
-        if args.nginx:
-            nginx = start_nginx(root / "nginx", instances["synthetic"].port, instances["fake"].port)
+        with gateway_process(root, str(wrapper)) as (gateway_url, state):
+            # Batch limits above the concurrency, so no stream waits for a batch slot.
+            deploy(
+                gateway_url,
+                "synthetic",
+                {
+                    "HF_MODEL_ID": "synthetic:5",
+                    "MAX_BATCH_SIZE": "128",
+                    "MAX_CONCURRENT_REQUESTS": "512",
+                },
+            )
+            deploy(gateway_url, "fake", {"HF_MODEL_ID": "synthetic:0", "BENCH_FAKE_CONTAINER": "1"})
+            store = Store.open(sqlite_url(state))
+            instances = {name: store.list_instances(name)[0] for name in ("synthetic", "fake")}
+            store.close()
+            if args.nginx:
+                nginx = start_nginx(
+                    root / "nginx", instances["synthetic"].port, instances["fake"].port
+                )
 
-        def targets(name: str) -> dict[str, dict]:
-            record = instances[name]
-            direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
-            stream_url = f"{gateway_url}/endpoints/{name}/invocations-response-stream"
-            out = {
-                "direct": {
-                    "url": f"http://127.0.0.1:{record.port}/invocations",
-                    "headers": lambda body: direct_headers,
-                    "kind": "sse",
-                },
-                "gateway": {
-                    "url": stream_url,
-                    "headers": signer(stream_url),
-                    "kind": "eventstream",
-                },
-            }
-            if nginx is not None:
-                out["nginx"] = {
-                    "url": f"http://127.0.0.1:{nginx[1]}/{name}/invocations",
-                    "headers": lambda body: direct_headers,
-                    "kind": "sse",
+            def targets(name: str) -> dict[str, dict]:
+                record = instances[name]
+                direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
+                stream_url = f"{gateway_url}/endpoints/{name}/invocations-response-stream"
+                out = {
+                    "direct": {
+                        "url": f"http://127.0.0.1:{record.port}/invocations",
+                        "headers": lambda body: direct_headers,
+                        "kind": "sse",
+                    },
+                    "gateway": {
+                        "url": stream_url,
+                        "headers": signer(stream_url),
+                        "kind": "eventstream",
+                    },
                 }
-            return out
+                if nginx is not None:
+                    out["nginx"] = {
+                        "url": f"http://127.0.0.1:{nginx[1]}/{name}/invocations",
+                        "headers": lambda body: direct_headers,
+                        "kind": "sse",
+                    }
+                return out
 
-        def body(tokens: int) -> bytes:
-            return json.dumps(
-                {"inputs": "bench", "parameters": {"max_new_tokens": tokens}, "stream": True}
-            ).encode()
+            def body(tokens: int) -> bytes:
+                return json.dumps(
+                    {"inputs": "bench", "parameters": {"max_new_tokens": tokens}, "stream": True}
+                ).encode()
 
-        results: dict[tuple[str, int, str], list[Run]] = {}
-        plans = [("synthetic:5", "synthetic", c, args.tokens) for c in levels]
-        plans.append(("relay capacity", "fake", 64, args.capacity_tokens))
-        for repeat in range(args.repeats):
-            for label, name, concurrency, tokens in plans:
-                # A single stream gives one TTFB sample: run several in a row.
-                rounds = args.single_rounds if concurrency == 1 else 1
-                for path, target in targets(name).items():
-                    run = asyncio.run(scenario(target, concurrency, body(tokens), rounds))
-                    results.setdefault((label, concurrency, path), []).append(run)
-                if concurrency == 1 and args.ttfb_streams:
-                    # The 1-stream TTFB from many short streams, the paths taking turns, so
-                    # that each path sees the same moments of a shared machine.
-                    series = asyncio.run(ttfb_series(targets(name), body(2), args.ttfb_streams))
-                    for path, samples in series.items():
-                        results[(label, concurrency, path)][-1].ttfb = samples
-            if progress:
-                progress(f"gateway relay: repeat {repeat + 1}/{args.repeats} done")
-        return report(results, plans)
+            results: dict[tuple[str, int, str], list[Run]] = {}
+            plans = [("synthetic:5", "synthetic", c, args.tokens) for c in levels]
+            plans.append(("relay capacity", "fake", 64, args.capacity_tokens))
+            for repeat in range(args.repeats):
+                for label, name, concurrency, tokens in plans:
+                    # A single stream gives one TTFB sample: run several in a row.
+                    rounds = args.single_rounds if concurrency == 1 else 1
+                    for path, target in targets(name).items():
+                        run = asyncio.run(scenario(target, concurrency, body(tokens), rounds))
+                        results.setdefault((label, concurrency, path), []).append(run)
+                    if concurrency == 1 and args.ttfb_streams:
+                        # The 1-stream TTFB from many short streams, the paths taking turns, so
+                        # that each path sees the same moments of a shared machine.
+                        series = asyncio.run(ttfb_series(targets(name), body(2), args.ttfb_streams))
+                        for path, samples in series.items():
+                            results[(label, concurrency, path)][-1].ttfb = samples
+                if progress:
+                    progress(f"gateway relay: repeat {repeat + 1}/{args.repeats} done")
+            return report(results, plans)
     finally:
         if nginx is not None:
             nginx[0].send_signal(signal.SIGQUIT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 nginx[0].wait(10)
-        gateway.send_signal(signal.SIGTERM)  # stops the instances it started
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            gateway.wait(60)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -563,9 +577,7 @@ async def _tgi_stream(session, url: str, headers: dict, body: bytes, eventstream
 
 async def _closed_loop(target: dict, bodies: list[bytes], concurrency: int, total: int):
     limit = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600)
-    ) as session:
+    async with client_session() as session:
 
         async def one(i: int):
             body = bodies[i % len(bodies)]
@@ -598,26 +610,6 @@ def run_e2e(
     """
     from streamhost.bench.metrics import summarize
 
-    root = Path(tempfile.mkdtemp(prefix="streamhost-e2e-"))
-    (root / "credentials").write_text(
-        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    port = free_port()
-    gateway_url = f"http://127.0.0.1:{port}"
-    state = root / "state" / "gateway.db"
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            GATEWAY_BOOTSTRAP,
-            str(port),
-            str(state),
-            str(root / "credentials"),
-            sys.executable,
-        ],
-        env=env,
-    )
     table = Table(
         "e2e",
         f"End to end: `tiny` through the gateway (SageMaker runtime, event stream) vs direct to "
@@ -634,74 +626,76 @@ def run_e2e(
             "gateway / direct tok/s",
         ],
     )
+    root = Path(tempfile.mkdtemp(prefix="streamhost-e2e-"))
     try:
-        wait_http(gateway_url + "/ping")
-        deploy(gateway_url, "tiny", {"HF_MODEL_ID": "tiny", "MAX_CONCURRENT_REQUESTS": "512"})
-        store = Store.open(sqlite_url(state))
-        record = store.list_instances("tiny")[0]
-        store.close()
-        stream_url = f"{gateway_url}/endpoints/tiny/invocations-response-stream"
-        direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
-        targets = {
-            "direct": {
-                "url": f"http://127.0.0.1:{record.port}/invocations",
-                "headers": lambda body: direct_headers,
-                "kind": "sse",
-            },
-            "gateway": {"url": stream_url, "headers": signer(stream_url), "kind": "eventstream"},
-        }
-        bodies = [
-            json.dumps(
-                {
-                    "inputs": f"request {i}: tell me about streaming",
-                    "parameters": {
-                        "max_new_tokens": new_tokens,
-                        "ignore_eos": True,
-                        "details": True,
-                        "return_full_text": False,
-                    },
-                    "stream": True,
-                }
-            ).encode()
-            for i in range(16)
-        ]
-        for target in targets.values():
-            asyncio.run(_closed_loop(target, bodies, 4, 8))  # warm-up
-        runs: dict[tuple[int, str], list] = {}
-        for c in levels:
-            total = requests or max(3 * c, 6)
-            for rep in range(repeats):
-                for path, target in targets.items():
-                    results, duration = asyncio.run(_closed_loop(target, bodies, c, total))
-                    runs.setdefault((c, path), []).append(summarize(results, duration))
-                if progress:
-                    progress(f"e2e c={c}: run {rep + 1}/{repeats}")
-        for c in levels:
-            direct_tps = statistics.median(s.output_throughput for s in runs[(c, "direct")])
-            for path in targets:
-                summaries = runs[(c, path)]
-                tps = statistics.median(s.output_throughput for s in summaries)
-                table.rows.append(
-                    [
-                        c,
-                        path,
-                        tps,
-                        statistics.median(s.ttft["p50"] for s in summaries),
-                        statistics.median(s.ttft["p99"] for s in summaries),
-                        statistics.median(s.itl["p50"] for s in summaries),
-                        statistics.median(s.e2e["p50"] for s in summaries),
-                        statistics.median(s.failed for s in summaries),
-                        f"{tps / direct_tps:.1%}" if path == "gateway" else "-",
-                    ]
-                )
-                table.series.setdefault("output tok/s", {}).setdefault(path, []).append(tps)
-                table.series.setdefault("TTFT p50", {}).setdefault(path, []).append(
-                    statistics.median(s.ttft["p50"] for s in summaries)
-                )
-        table.series["x"] = {"concurrency": [float(c) for c in levels]}
+        with gateway_process(root, sys.executable) as (gateway_url, state):
+            deploy(gateway_url, "tiny", {"HF_MODEL_ID": "tiny", "MAX_CONCURRENT_REQUESTS": "512"})
+            store = Store.open(sqlite_url(state))
+            record = store.list_instances("tiny")[0]
+            store.close()
+            stream_url = f"{gateway_url}/endpoints/tiny/invocations-response-stream"
+            direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
+            targets = {
+                "direct": {
+                    "url": f"http://127.0.0.1:{record.port}/invocations",
+                    "headers": lambda body: direct_headers,
+                    "kind": "sse",
+                },
+                "gateway": {
+                    "url": stream_url,
+                    "headers": signer(stream_url),
+                    "kind": "eventstream",
+                },
+            }
+            bodies = [
+                json.dumps(
+                    {
+                        "inputs": f"request {i}: tell me about streaming",
+                        "parameters": {
+                            "max_new_tokens": new_tokens,
+                            "ignore_eos": True,
+                            "details": True,
+                            "return_full_text": False,
+                        },
+                        "stream": True,
+                    }
+                ).encode()
+                for i in range(16)
+            ]
+            for target in targets.values():
+                asyncio.run(_closed_loop(target, bodies, 4, 8))  # warm-up
+            runs: dict[tuple[int, str], list] = {}
+            for c in levels:
+                total = requests or max(3 * c, 6)
+                for rep in range(repeats):
+                    for path, target in targets.items():
+                        results, duration = asyncio.run(_closed_loop(target, bodies, c, total))
+                        runs.setdefault((c, path), []).append(summarize(results, duration))
+                    if progress:
+                        progress(f"e2e c={c}: run {rep + 1}/{repeats}")
+            for c in levels:
+                direct_tps = statistics.median(s.output_throughput for s in runs[(c, "direct")])
+                for path in targets:
+                    summaries = runs[(c, path)]
+                    tps = statistics.median(s.output_throughput for s in summaries)
+                    table.rows.append(
+                        [
+                            c,
+                            path,
+                            tps,
+                            statistics.median(s.ttft["p50"] for s in summaries),
+                            statistics.median(s.ttft["p99"] for s in summaries),
+                            statistics.median(s.itl["p50"] for s in summaries),
+                            statistics.median(s.e2e["p50"] for s in summaries),
+                            statistics.median(s.failed for s in summaries),
+                            f"{tps / direct_tps:.1%}" if path == "gateway" else "-",
+                        ]
+                    )
+                    table.series.setdefault("output tok/s", {}).setdefault(path, []).append(tps)
+                    table.series.setdefault("TTFT p50", {}).setdefault(path, []).append(
+                        statistics.median(s.ttft["p50"] for s in summaries)
+                    )
+            table.series["x"] = {"concurrency": [float(c) for c in levels]}
     finally:
-        gateway.send_signal(signal.SIGTERM)  # stops the instances it started
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            gateway.wait(60)
         shutil.rmtree(root, ignore_errors=True)
     return table

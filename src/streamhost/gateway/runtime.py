@@ -262,18 +262,10 @@ class RuntimePlane:
         relay: _Relay,
     ) -> None:
         session_id = _session_id(headers, allow_new=True)
-        accept = headers.get(b"accept")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.invoke_timeout
         instance, response = await self._open(
-            endpoint,
-            headers,
-            body,
-            accept,
-            session_id,
-            self.settings.invoke_timeout,
-            relay,
-            streaming=False,
+            endpoint, headers, body, session_id, relay, streaming=False
         )
         complete = False
         try:
@@ -336,16 +328,8 @@ class RuntimePlane:
         relay: _Relay,
     ) -> None:
         session_id = _session_id(headers, allow_new=False)
-        accept = headers.get(b"x-amzn-sagemaker-accept")
         instance, response = await self._open(
-            endpoint,
-            headers,
-            body,
-            accept,
-            session_id,
-            self.settings.idle_timeout,
-            relay,
-            streaming=True,
+            endpoint, headers, body, session_id, relay, streaming=True
         )
         try:
             if response.status >= 300:
@@ -497,14 +481,16 @@ class RuntimePlane:
         endpoint: str,
         headers: dict[bytes, bytes],
         body: bytes,
-        accept: bytes | None,
         session_id: str | None,
-        timeout: float,
         relay: _Relay,
         *,
         streaming: bool,
     ) -> tuple[Instance, UpstreamResponse]:
         """Choose an instance and send it the request; (instance, response with headers).
+
+        The operation decides the rest: its Accept header (`X-Amzn-SageMaker-Accept` on the
+        stream operation), and how long the headers may take (the stream's idle limit, or the
+        whole InvokeEndpoint limit).
 
         An instance that refuses the connection never saw the request, and one that
         answers 429 (at its concurrency limit) did no work on it, so another one is tried
@@ -513,6 +499,12 @@ class RuntimePlane:
         """
         if self._http is None:
             raise errors.internal_failure("The runtime plane is not started.")
+        if streaming:
+            accept = headers.get(b"x-amzn-sagemaker-accept")
+            timeout = self.settings.idle_timeout
+        else:
+            accept = headers.get(b"accept")
+            timeout = self.settings.invoke_timeout
         target = headers.get(b"x-amzn-sagemaker-target-variant")
         target_variant = target.decode("latin-1") if target else None
         tried: list[Instance] = []
