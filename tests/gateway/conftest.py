@@ -18,7 +18,10 @@ import boto3
 import psutil
 import pytest
 import uvicorn
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from streamhost.gateway.app import GatewayApp, create_gateway_app
 from streamhost.gateway.settings import GatewaySettings
@@ -188,6 +191,20 @@ def wait_in_service(sm: Any, name: str) -> None:
 def delete_endpoint(sm: Any, name: str) -> None:
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST)
+
+
+def signed_headers(
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    secret: str = SECRET_KEY,
+    method: str = "POST",
+) -> dict[str, str]:
+    """The headers boto3 would send for this request (SigV4 by botocore's signer)."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    SigV4Auth(Credentials(ACCESS_KEY, secret), "sagemaker", REGION).add_auth(request)
+    return dict(request.prepare().headers)
 
 
 def tgi_body(text: str = "hello", tokens: int = 5, stream: bool = True) -> bytes:

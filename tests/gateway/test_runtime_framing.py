@@ -6,12 +6,9 @@ from __future__ import annotations
 import socket
 import time
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
-from .conftest import ACCESS_KEY, REGION, SECRET_KEY, create_synthetic_endpoint, tgi_body
+from .conftest import create_synthetic_endpoint, signed_headers, tgi_body
 
 TOKENS = 400
 
@@ -45,11 +42,7 @@ def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
     create_synthetic_endpoint(sm, "framing", delay_ms=0)
     url = f"{gateway.url}/endpoints/framing/invocations-response-stream"
     body = tgi_body(tokens=TOKENS)
-    request = AWSRequest(
-        method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
-    )
-    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(request)
-    headers = dict(request.prepare().headers)
+    headers = signed_headers(url, body, {"Content-Type": "application/json"})
     host, port = gateway.url.removeprefix("http://").split(":")
     with socket.socket() as sock:
         # A small receive buffer and a pause before reading: the instance runs ahead, its

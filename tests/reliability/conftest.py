@@ -25,13 +25,10 @@ from typing import Any
 import aiohttp
 import orjson
 import psutil
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from streamhost.client import EventStreamDecoder, SSEParser, StreamError
 from streamhost.gateway.store import Store
-from tests.gateway.conftest import ACCESS_KEY, REGION, SECRET_KEY, client
+from tests.gateway.conftest import ACCESS_KEY, SECRET_KEY, client, signed_headers
 from tests.server.conftest import free_port
 
 # Longer runs on demand: STREAMHOST_SOAK_SECONDS=600 STREAMHOST_SOAK_STREAMS=1000.
@@ -199,20 +196,6 @@ def median(values: list[float]) -> float:
 
 
 # -- a signed streaming client -----------------------------------------------------------
-
-
-def signed_headers(
-    url: str,
-    body: bytes,
-    headers: dict[str, str] | None = None,
-    *,
-    secret: str = SECRET_KEY,
-    method: str = "POST",
-) -> dict[str, str]:
-    """The headers boto3 would send for this request (SigV4 by botocore's signer)."""
-    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
-    SigV4Auth(Credentials(ACCESS_KEY, secret), "sagemaker", REGION).add_auth(request)
-    return dict(request.prepare().headers)
 
 
 def tgi_body(tokens: int, text: str = "hello") -> bytes:
