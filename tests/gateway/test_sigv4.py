@@ -196,6 +196,27 @@ def test_wrong_secret_is_invalid_signature(store):
     assert "The Canonical String for this request should have been" in error.message
 
 
+def test_a_forged_signature_fails_after_the_same_credential_scope_verified(store):
+    # The parsed Authorization header is remembered up to its signature: a request that
+    # repeats a verified one's scope and signed headers with another signature must fail.
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    assert request.verify(store)
+    authorization = request.headers["Authorization"]
+    prefix, _, signature = authorization.rpartition("Signature=")
+    forged = "0" * len(signature) if signature != "0" * len(signature) else "1" * len(signature)
+    headers = {**request.headers, "Authorization": prefix + "Signature=" + forged}
+    with pytest.raises(InvalidSignatureException):
+        replace(request, headers=headers).verify(store)
+    assert request.verify(store)  # and the genuine one still verifies
+
+
+def test_headers_given_lower_case_verify_as_given(store):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    lowered = {name.lower(): value for name, value in request.headers.items()}
+    assert request.verify(store, lowercased=False)
+    assert replace(request, headers=lowered).verify(store, lowercased=True)
+
+
 def test_altered_body_is_invalid_signature(store):
     request = boto3_request("sagemaker-runtime", invoke_endpoint)
     with pytest.raises(InvalidSignatureException):

@@ -194,16 +194,18 @@ class GatewayApp:
             )
             return
         limit = CONTROL_MAX_BODY if runtime_route is None else self.settings.max_payload
+        headers = _joined_headers(scope["headers"])
         try:
-            body = await _read_body(scope, receive, limit, runtime=runtime_route is not None)
+            body = await _read_body(headers, receive, limit, runtime=runtime_route is not None)
             if self.settings.credentials is not None:
                 query = scope.get("query_string", b"").decode("latin-1")
                 verify(
                     method,
                     raw_path + (f"?{query}" if query else ""),
-                    _joined_headers(scope["headers"]),
+                    headers,
                     body,
                     store=self.settings.credentials,
+                    lowercased=True,
                 )
         except AwsError as error:
             await send_error(send, error, request_id)
@@ -211,7 +213,9 @@ class GatewayApp:
         except _Disconnected:
             return
         if runtime_route is not None:
-            await self.runtime.handle(scope, receive, send, body, request_id, runtime_route)
+            await self.runtime.handle(
+                scope, receive, send, body, request_id, runtime_route, headers
+            )
             return
         if self._control_app is None:
             await send_error(send, errors.service_unavailable("Starting up."), request_id)
@@ -236,11 +240,13 @@ class _Disconnected(Exception):
     """The client went away while sending its body."""
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int, *, runtime: bool) -> bytes:
+async def _read_body(
+    headers: dict[str, str], receive: Receive, limit: int, *, runtime: bool
+) -> bytes:
     """The request body, refused (413) as soon as it is known to exceed `limit`."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _too_large(limit, runtime)
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(limit, runtime)
     chunks = []
     size = 0
     while True:
@@ -273,7 +279,7 @@ def _joined_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     # A repeated header is one comma-joined value, as SigV4's canonical request has it.
     headers: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
+        key = name.decode("latin-1")  # ASGI servers give names in lower case
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]},{text}" if key in headers else text
     return headers

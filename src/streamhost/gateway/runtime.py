@@ -102,11 +102,11 @@ _STREAM_TIME_EXCEEDED = (
 # Request headers relayed to the container (lower-case, as ASGI gives them).
 _INVOCATIONS_PATH = "/invocations"
 _FORWARDED = (
-    b"content-type",
-    b"x-amzn-sagemaker-custom-attributes",
-    b"x-amzn-sagemaker-inference-id",
-    b"x-amzn-sagemaker-target-model",
-    b"x-amzn-sagemaker-session-id",
+    "content-type",
+    "x-amzn-sagemaker-custom-attributes",
+    "x-amzn-sagemaker-inference-id",
+    "x-amzn-sagemaker-target-model",
+    "x-amzn-sagemaker-session-id",
 )
 # The container's answer headers SageMaker passes on (besides the content type).
 _NEW_SESSION = "x-amzn-sagemaker-new-session-id"
@@ -210,11 +210,12 @@ class RuntimePlane:
         body: bytes,
         request_id: str,
         route: tuple[str, str],
+        headers: dict[str, str],
     ) -> None:
-        """Serve one runtime request whose body has been read and authenticated."""
+        """Serve one runtime request whose body has been read and authenticated; `headers`
+        are its headers by lower-case name, a repeated one's values joined with commas."""
         endpoint, operation = route
-        headers = _header_map(scope["headers"])
-        attributes = headers.get(b"x-amzn-sagemaker-custom-attributes")
+        attributes = headers.get("x-amzn-sagemaker-custom-attributes")
         if attributes is not None and len(attributes) > _MAX_CUSTOM_ATTRIBUTES:
             await send_error(
                 send,
@@ -255,7 +256,7 @@ class RuntimePlane:
     async def _invoke(
         self,
         endpoint: str,
-        headers: dict[bytes, bytes],
+        headers: dict[str, str],
         body: bytes,
         send: Send,
         request_id: str,
@@ -321,7 +322,7 @@ class RuntimePlane:
     async def _stream(
         self,
         endpoint: str,
-        headers: dict[bytes, bytes],
+        headers: dict[str, str],
         body: bytes,
         send: Send,
         request_id: str,
@@ -479,7 +480,7 @@ class RuntimePlane:
     async def _open(
         self,
         endpoint: str,
-        headers: dict[bytes, bytes],
+        headers: dict[str, str],
         body: bytes,
         session_id: str | None,
         relay: _Relay,
@@ -500,13 +501,12 @@ class RuntimePlane:
         if self._http is None:
             raise errors.internal_failure("The runtime plane is not started.")
         if streaming:
-            accept = headers.get(b"x-amzn-sagemaker-accept")
+            accept = headers.get("x-amzn-sagemaker-accept")
             timeout = self.settings.idle_timeout
         else:
-            accept = headers.get(b"accept")
+            accept = headers.get("accept")
             timeout = self.settings.invoke_timeout
-        target = headers.get(b"x-amzn-sagemaker-target-variant")
-        target_variant = target.decode("latin-1") if target else None
+        target_variant = headers.get("x-amzn-sagemaker-target-variant") or None
         tried: list[Instance] = []
         overloaded: str | None = None  # the last refusal's message
         for _ in range(_CONNECT_ATTEMPTS):
@@ -716,19 +716,11 @@ def _stalled(relay: _Relay) -> bool:
     return True
 
 
-def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    headers: dict[bytes, bytes] = {}
-    for name, value in raw:
-        key = name.lower()
-        headers[key] = headers[key] + b"," + value if key in headers else value
-    return headers
-
-
-def _session_id(headers: dict[bytes, bytes], *, allow_new: bool) -> str | None:
-    raw = headers.get(b"x-amzn-sagemaker-session-id")
+def _session_id(headers: dict[str, str], *, allow_new: bool) -> str | None:
+    raw = headers.get("x-amzn-sagemaker-session-id")
     if raw is None:
         return None
-    value = raw.decode("latin-1").strip()
+    value = raw.strip()
     if (allow_new and value == NEW_SESSION) or (len(value) <= 256 and _SESSION_ID.fullmatch(value)):
         return value
     raise errors.invalid_runtime_input(
@@ -739,11 +731,13 @@ def _session_id(headers: dict[bytes, bytes], *, allow_new: bool) -> str | None:
 
 
 def _upstream_headers(
-    headers: dict[bytes, bytes], accept: bytes | None, instance: Instance
+    headers: dict[str, str], accept: str | None, instance: Instance
 ) -> list[tuple[bytes, bytes]]:
-    upstream = [(name, headers[name]) for name in _FORWARDED if name in headers]
+    upstream = [
+        (name.encode(), headers[name].encode("latin-1")) for name in _FORWARDED if name in headers
+    ]
     if accept is not None:
-        upstream.append((b"accept", accept))
+        upstream.append((b"accept", accept.encode("latin-1")))
     upstream.append((b"x-amzn-sagemaker-target-variant", instance.variant.encode()))
     upstream.append((_SECRET_HEADER, instance.secret.encode()))
     return upstream

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -228,7 +229,6 @@ class _Authorization:
     service: str
     terminator: str
     signed_headers: tuple[str, ...]
-    signature: str
 
 
 def verify(
@@ -242,17 +242,20 @@ def verify(
     max_skew: timedelta | float = DEFAULT_MAX_SKEW,
     service: str | None = SERVICE,
     allow_unsigned_payload: bool = False,
+    lowercased: bool = False,
 ) -> Principal:
     """Check a request's SigV4 ``Authorization`` header and return who signed it.
 
     ``url_path_with_query`` is the raw request target, percent-encoding intact (ASGI
     ``raw_path`` + ``?`` + ``query_string``); ``service=None`` accepts any scoped service.
+    ``lowercased``: ``headers`` is a dict whose names are lower-case already, a repeated
+    header's values joined with commas (the copy that would make it so is skipped).
     """
-    header_map = _lowercase_headers(headers)
+    header_map = headers if lowercased else _lowercase_headers(headers)
     authorization_value = header_map.get("authorization", "").strip()
     if not authorization_value:
         raise MissingAuthenticationTokenException()
-    authorization = _parse_authorization(authorization_value, header_map)
+    authorization, signature = _parse_authorization(authorization_value, header_map)
     signed_at, timestamp = _request_time(header_map)
     _check_clock(signed_at, now, max_skew)
     _check_scope(authorization, signed_at, timestamp, service)
@@ -276,7 +279,7 @@ def verify(
         credential,
         timestamp,
     )
-    if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         # AWS explains itself the same way; neither string contains a secret.
         raise InvalidSignatureException(
             f"{_SIGNATURE_MISMATCH}\n\n"
@@ -302,7 +305,30 @@ def _lowercase_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return lowered
 
 
-def _parse_authorization(value: str, headers: Mapping[str, str]) -> _Authorization:
+def _parse_authorization(value: str, headers: Mapping[str, str]) -> tuple[_Authorization, str]:
+    """The header's scope and signed headers, and its signature."""
+    if "x-amz-date" not in headers and "date" not in headers:
+        _parse_fields(value, dated=False)  # raises, naming every problem at once
+    # A client repeats everything before the signature on every request of a day: what
+    # it parses to is remembered (the signature itself is a new string every time).
+    prefix, marker, signature = value.rpartition("Signature=")
+    if marker and "," not in signature and "=" not in signature:
+        authorization = _authorizations.get(prefix)
+        if authorization is None:
+            authorization, parsed_signature = _parse_fields(value, dated=True)
+            if parsed_signature != signature.strip():
+                return authorization, parsed_signature
+            if len(_authorizations) >= 1024:
+                _authorizations.clear()
+            _authorizations[prefix] = authorization
+        return authorization, signature.strip()
+    return _parse_fields(value, dated=True)
+
+
+_authorizations: dict[str, _Authorization] = {}
+
+
+def _parse_fields(value: str, *, dated: bool) -> tuple[_Authorization, str]:
     algorithm, _, rest = value.partition(" ")
     parameters: dict[str, str] = {}
     for part in rest.split(","):
@@ -314,7 +340,7 @@ def _parse_authorization(value: str, headers: Mapping[str, str]) -> _Authorizati
         for name in ("Credential", "Signature", "SignedHeaders")
         if not parameters.get(name)
     ]
-    if "x-amz-date" not in headers and "date" not in headers:
+    if not dated:
         problems.append(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
@@ -336,15 +362,15 @@ def _parse_authorization(value: str, headers: Mapping[str, str]) -> _Authorizati
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
         )
     access_key_id, scope_date, region, service, terminator = scope
-    return _Authorization(
+    authorization = _Authorization(
         access_key_id=access_key_id,
         scope_date=scope_date,
         region=region,
         service=service,
         terminator=terminator,
         signed_headers=signed_headers,
-        signature=parameters["Signature"],
     )
+    return authorization, parameters["Signature"]
 
 
 def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
@@ -387,11 +413,15 @@ def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
 
 
 def _check_clock(signed_at: datetime, now: datetime | None, max_skew: timedelta | float) -> None:
-    skew = max_skew if isinstance(max_skew, timedelta) else timedelta(seconds=max_skew)
+    seconds = max_skew.total_seconds() if isinstance(max_skew, timedelta) else float(max_skew)
     if now is None:
+        offset = signed_at.timestamp() - time.time()
+        if -seconds <= offset <= seconds:
+            return  # the usual case, without building datetimes
         now = datetime.now(timezone.utc)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
+    skew = timedelta(seconds=seconds)
     earliest, latest = now - skew, now + skew
     if signed_at < earliest:
         raise ClockSkewException(
