@@ -127,3 +127,25 @@ async def test_truncate_keeps_the_last_prompt_tokens(engine, concurrency):
     for s in streams:
         await collect(s)
         assert s.prompt_ids == full[-4:]
+
+
+async def test_a_failing_prefill_ends_its_requests_with_an_error_and_serving_goes_on(tiny_dir):
+    engine = Engine.load(EngineConfig(model="tiny"))
+    params = SamplingParams(max_new_tokens=4, ignore_eos=True)
+
+    def fail_prompts(module, args):
+        if args[0].shape[1] > 1:  # a prompt, not a decode step's single token
+            raise RuntimeError("injected prefill failure")
+
+    try:
+        hook = engine.model.model.get_input_embeddings().register_forward_pre_hook(fail_prompts)
+        try:
+            events = await asyncio.wait_for(collect(engine.submit("hello there", params)), 30)
+        finally:
+            hook.remove()
+        assert events[-1].finish_reason is FinishReason.ERROR
+        assert "injected prefill failure" in events[-1].error
+        events = await asyncio.wait_for(collect(engine.submit("hello there", params)), 30)
+        assert events[-1].finish_reason is FinishReason.LENGTH
+    finally:
+        engine.shutdown()

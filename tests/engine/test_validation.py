@@ -72,3 +72,9 @@ async def test_overloaded_engine_refuses_new_requests(tiny_dir):
         await b.aclose()
     finally:
         engine.shutdown()
+
+
+@pytest.mark.parametrize("bad", [[5, 647], [-1], [3, "7"], [True]])
+def test_token_ids_outside_the_vocabulary_are_refused(engine, bad):
+    with pytest.raises(ValidationError, match=r"token ids must be integers in \[0, 647\)"):
+        engine.submit(bad, SamplingParams(max_new_tokens=2))

@@ -35,6 +35,7 @@ from streamhost.engine.validation import (
     resolve_lengths,
     validate_inputs,
     validate_params,
+    validate_token_ids,
     validate_truncate,
 )
 
@@ -158,6 +159,7 @@ class Engine:
         self.tokenizer: Any = None
         self.context_window = 0
         self.synthetic_delay = parse_synthetic(config.model)
+        self.token_count: int | None = None  # rows of the embedding: valid ids are below
         self.load_error: str | None = None
         self._scheduler: Scheduler | None = None
         self._active = 0
@@ -189,6 +191,7 @@ class Engine:
             self.vocab = self.model.vocab
             self.tokenizer = self.model.tokenizer
             self.context_window = self.model.context_window
+            self.token_count = self.model.model.get_input_embeddings().num_embeddings
             runner = make_runner(self.model.model, self.model.device, self.config.fast_path)
             device_type = self.model.device.type
         self.config.resolve_limits(self.context_window, device_type)
@@ -275,6 +278,7 @@ class Engine:
             validate_inputs(None, prompt)
             validate_truncate(params, config)
             ids = list(prompt)
+            validate_token_ids(ids, self.token_count)
         if params.truncate is not None and len(ids) > params.truncate:
             ids = ids[-params.truncate :]
         max_new = resolve_lengths(len(ids), params, config)

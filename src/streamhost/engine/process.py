@@ -147,6 +147,7 @@ class ProcessEngine(Engine):
         self.model = _ModelInfo(**info)
         self.vocab = Vocab(self.tokenizer, info["eos_ids"], info["special_ids"])
         self.context_window = info["context_window"]
+        self.token_count = info["token_count"]
         self.config.max_input_tokens = info["max_input_tokens"]
         self.config.max_total_tokens = info["max_total_tokens"]
         self.config.max_batch_prefill_tokens = info["max_batch_prefill_tokens"]
@@ -223,6 +224,7 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
                 "device": str(loaded.device),
                 "sha": loaded.sha,
                 "context_window": loaded.context_window,
+                "token_count": loaded.model.get_input_embeddings().num_embeddings,
                 "max_input_tokens": config.max_input_tokens,
                 "max_total_tokens": config.max_total_tokens,
                 "max_batch_prefill_tokens": config.max_batch_prefill_tokens,

@@ -137,7 +137,13 @@ class Scheduler:
         metrics.queue_size = len(self.waiting)
         if new:
             started = time.perf_counter()
-            samples = self.runner.add(new)
+            try:
+                samples = self.runner.add(new)
+            except Exception as exc:
+                # They are in neither the queue nor the batch: fail them here, or their
+                # clients would wait forever (the loop then fails the batch).
+                self._fail(new, exc)
+                raise
             metrics.observe_prefill(time.perf_counter() - started, len(new))
             metrics.batch_size = len(self.runner.rows)
             self._emit(new, samples)
@@ -288,10 +294,15 @@ class Scheduler:
         )
 
     def _fail_all(self, exc: Exception) -> None:
-        victims = [s for s in self.runner.rows if not s.finished]
+        victims = list(self.runner.rows)
         self.runner.reset()
+        self._fail(victims, exc)
+
+    def _fail(self, victims: list[Sequence], exc: Exception) -> None:
         events = []
         for seq in victims:
+            if seq.finished:
+                continue
             seq.finished = True
             self.metrics.finished(FinishReason.ERROR)
             events.append((seq, self._final_event(seq, FinishReason.ERROR, str(exc) or repr(exc))))

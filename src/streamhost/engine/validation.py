@@ -87,6 +87,22 @@ def validate_inputs(text: str | None, ids: list[int] | None) -> None:
         raise ValidationError("`inputs` cannot be empty")
 
 
+def validate_token_ids(ids: list[int], token_count: int | None) -> None:
+    """Reject a prompt of token ids the model has no embedding for."""
+    for position, token in enumerate(ids):
+        if (
+            not isinstance(token, int)
+            or isinstance(token, bool)
+            or token < 0
+            or (token_count is not None and token >= token_count)
+        ):
+            limit = f"[0, {token_count})" if token_count is not None else "non-negative"
+            raise ValidationError(
+                f"`inputs` token ids must be integers in {limit}; got {token!r} at "
+                f"position {position}"
+            )
+
+
 def validate_truncate(params: SamplingParams, config: EngineConfig) -> None:
     """Check ``truncate`` against the input limit."""
     max_input = config.max_input_tokens or 0
