@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -165,11 +166,35 @@ def _start(
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    preexec_fn=_exit_with_parent(),
                 ),
                 log,
             )
         )
     return children[-1]
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with_parent() -> Callable[[], None] | None:
+    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when ``up`` dies, even
+    by SIGKILL, so that a killed ``up`` leaves no gateway or UI behind (each stops what it
+    started on SIGTERM). Linux only; elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # up died before the request took effect
+            os._exit(1)
+
+    return set_death_signal
 
 
 def _wait_ready(child: _Child, url: str, timeout: float) -> None:

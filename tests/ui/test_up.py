@@ -104,3 +104,33 @@ def test_up_serves_a_streamed_invocation_and_sigint_stops_everything(
         time.sleep(0.1)
     assert not running(family), [p.pid for p in running(family)]
     assert "Stopped." in (tmp_path / "up.stderr").read_text()
+
+
+def test_up_killed_outright_leaves_no_process_behind(tmp_path: Path) -> None:
+    # SIGKILL gives up no chance to stop its children: the kernel tells them instead.
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STREAMHOST_"))}
+    env.update(HOME=str(home), STREAMHOST_CACHE=tiny_cache())
+    process = subprocess.Popen(
+        [*streamhost_command("up"), "--port", str(port), "--no-ui"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
+    family = []
+    try:
+        wait_for_line(lines, READY_LINE, process, timeout=240)
+        family = descendants(process.pid)
+        assert any("serve-model" in " ".join(p.cmdline()) for p in family)
+    finally:
+        process.kill()
+        process.wait(30)
+    deadline = time.monotonic() + 60
+    while running(family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(family), [" ".join(p.cmdline()) for p in running(family)]
