@@ -99,3 +99,14 @@ def test_invalid_property_values_are_fatal_and_name_the_key(tmp_path, line, key)
     (tmp_path / "serving.properties").write_text(f"option.model_id=tiny\n{line}\n")
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build_config(model_dir=str(tmp_path), env={})
+
+
+def test_omp_num_threads_sets_the_cpu_threads_and_must_be_positive(tmp_path):
+    env = {"HF_MODEL_ID": "tiny", "OMP_NUM_THREADS": "3"}
+    assert build_config(model_dir=str(tmp_path), env=env).engine.cpu_threads == 3
+    assert (
+        build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny"}).engine.cpu_threads
+        is None
+    )
+    with pytest.raises(ConfigError, match="OMP_NUM_THREADS"):
+        build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "OMP_NUM_THREADS": "0"})

@@ -35,8 +35,9 @@ class EngineConfig:
     # Use the lean Llama-family forward pass (engine/llama.py) where it applies; off runs
     # every model through transformers' own forward and cache.
     fast_path: bool = True
-    # torch intra-op threads for a CPU model in the engine process; ``None``: one per core
-    # but one, which stays free for HTTP (spinning OpenMP threads otherwise starve it).
+    # torch intra-op threads for a CPU model in the engine process (``OMP_NUM_THREADS`` in a
+    # container's environment); ``None``: one per core but one, which stays free for HTTP
+    # (spinning OpenMP threads otherwise starve it).
     cpu_threads: int | None = None
 
     def resolve_limits(self, context_window: int, device_type: str = "cpu") -> None:

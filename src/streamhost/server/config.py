@@ -96,6 +96,8 @@ class TGIEnvironment(BaseModel):
     graceful_termination_timeout: float = Field(
         30.0, validation_alias="GRACEFUL_TERMINATION_TIMEOUT"
     )
+    # torch's threads for a CPU model (the variable OpenMP and torch themselves read).
+    omp_num_threads: int | None = Field(None, ge=1, validation_alias="OMP_NUM_THREADS")
 
 
 @dataclass
@@ -216,6 +218,7 @@ def build_config(
     config.api_key = tgi.api_key
     config.instance_secret = env.get("STREAMHOST_INSTANCE_SECRET") or None
     engine = config.engine
+    engine.cpu_threads = tgi.omp_num_threads
     if api == "tgi":
         _apply_tgi(tgi, engine, folder, model)
     else:
