@@ -93,8 +93,16 @@ class LiveGateway:
         return client("sagemaker-runtime", self.url, **config)
 
 
-def client(service: str, url: str, secret: str = SECRET_KEY, **config: Any) -> Any:
-    """A boto3 client for the gateway; no retries, so every error is seen as it is."""
+def client(
+    service: str,
+    url: str,
+    secret: str = SECRET_KEY,
+    *,
+    verify: str | bool | None = None,
+    **config: Any,
+) -> Any:
+    """A boto3 client for the gateway; no retries, so every error is seen as it is.
+    `verify`: for HTTPS, a CA bundle to trust (or False/True, as boto3 takes it)."""
     options = {"retries": {"total_max_attempts": 1}, "read_timeout": 120, **config}
     return boto3.session.Session().client(
         service,
@@ -102,6 +110,7 @@ def client(service: str, url: str, secret: str = SECRET_KEY, **config: Any) -> A
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=secret,
+        verify=verify,
         config=Config(**options),
     )
 

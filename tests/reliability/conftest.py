@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -43,9 +44,13 @@ SOAK = "STREAMHOST_SOAK_SECONDS" in os.environ
 class GatewayProcess:
     """`streamhost gateway` as a child process, with a state folder that outlives it."""
 
-    def __init__(self, state_dir: Path, *args: str) -> None:
+    def __init__(self, state_dir: Path, *args: str, ca_file: str | None = None) -> None:
         self.state_dir = state_dir
         self.args = args
+        # With `ca_file` the gateway serves HTTPS (args name its certificate) and that CA is
+        # trusted to reach it.
+        self.ca_file = ca_file
+        self._trust = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = state_dir / "credentials"
         self.credentials.write_text(
@@ -54,7 +59,7 @@ class GatewayProcess:
         self.db = state_dir / "gateway.db"
         self.log = state_dir / "gateway.log"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
         self.popen: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> GatewayProcess:
@@ -82,7 +87,7 @@ class GatewayProcess:
         while True:
             assert self.popen.poll() is None, f"gateway exited: {self.log_text()}"
             try:
-                with urllib.request.urlopen(self.url + "/ping", timeout=1):
+                with urllib.request.urlopen(self.url + "/ping", timeout=1, context=self._trust):
                     return self
             except OSError:
                 assert time.monotonic() < deadline, "gateway did not start"
@@ -113,10 +118,10 @@ class GatewayProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def sm(self, **config: Any) -> Any:
-        return client("sagemaker", self.url, **config)
+        return client("sagemaker", self.url, verify=self.ca_file, **config)
 
     def smr(self, **config: Any) -> Any:
-        return client("sagemaker-runtime", self.url, **config)
+        return client("sagemaker-runtime", self.url, verify=self.ca_file, **config)
 
     def instances(self, endpoint: str | None = None) -> list[Any]:
         """The store's instance records (read beside the running gateway: SQLite WAL)."""
