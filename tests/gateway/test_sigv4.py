@@ -208,6 +208,9 @@ def test_a_forged_signature_fails_after_the_same_credential_scope_verified(store
     with pytest.raises(InvalidSignatureException):
         replace(request, headers=headers).verify(store)
     assert request.verify(store)  # and the genuine one still verifies
+    headers = {**request.headers, "Authorization": prefix + "Signature="}
+    with pytest.raises(IncompleteSignatureException, match="requires 'Signature'"):
+        replace(request, headers=headers).verify(store)
 
 
 def test_headers_given_lower_case_verify_as_given(store):

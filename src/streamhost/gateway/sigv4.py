@@ -312,16 +312,17 @@ def _parse_authorization(value: str, headers: Mapping[str, str]) -> tuple[_Autho
     # A client repeats everything before the signature on every request of a day: what
     # it parses to is remembered (the signature itself is a new string every time).
     prefix, marker, signature = value.rpartition("Signature=")
-    if marker and "," not in signature and "=" not in signature:
+    signature = signature.strip()
+    if marker and signature and "," not in signature and "=" not in signature:
         authorization = _authorizations.get(prefix)
         if authorization is None:
             authorization, parsed_signature = _parse_fields(value, dated=True)
-            if parsed_signature != signature.strip():
+            if parsed_signature != signature:
                 return authorization, parsed_signature
             if len(_authorizations) >= 1024:
                 _authorizations.clear()
             _authorizations[prefix] = authorization
-        return authorization, signature.strip()
+        return authorization, signature
     return _parse_fields(value, dated=True)
 
 
