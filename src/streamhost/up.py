@@ -190,6 +190,8 @@ def _exit_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def set_death_signal() -> None:
+        # Runs between fork and exec while the spinner's thread lives: it only makes system
+        # calls (no lock another thread could hold at the fork).
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
         if os.getppid() != parent:  # up died before the request took effect
             os._exit(1)
