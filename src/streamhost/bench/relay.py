@@ -289,6 +289,21 @@ def signer(url: str):
     return headers
 
 
+def direct_and_gateway(gateway_url: str, endpoint: str, record) -> dict[str, dict]:
+    """The two paths to one instance (its store record): straight to its /invocations with
+    its secret, and through the gateway's streaming route, signed."""
+    direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
+    stream_url = f"{gateway_url}/endpoints/{endpoint}/invocations-response-stream"
+    return {
+        "direct": {
+            "url": f"http://127.0.0.1:{record.port}/invocations",
+            "headers": lambda body: direct_headers,
+            "kind": "sse",
+        },
+        "gateway": {"url": stream_url, "headers": signer(stream_url), "kind": "eventstream"},
+    }
+
+
 def start_nginx(
     root: Path, synthetic_port: int, fake_port: int
 ) -> tuple[subprocess.Popen, int] | None:
@@ -436,25 +451,11 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
                 )
 
             def targets(name: str) -> dict[str, dict]:
-                record = instances[name]
-                direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
-                stream_url = f"{gateway_url}/endpoints/{name}/invocations-response-stream"
-                out = {
-                    "direct": {
-                        "url": f"http://127.0.0.1:{record.port}/invocations",
-                        "headers": lambda body: direct_headers,
-                        "kind": "sse",
-                    },
-                    "gateway": {
-                        "url": stream_url,
-                        "headers": signer(stream_url),
-                        "kind": "eventstream",
-                    },
-                }
+                out = direct_and_gateway(gateway_url, name, instances[name])
                 if nginx is not None:
                     out["nginx"] = {
                         "url": f"http://127.0.0.1:{nginx[1]}/{name}/invocations",
-                        "headers": lambda body: direct_headers,
+                        "headers": out["direct"]["headers"],  # nginx passes them on
                         "kind": "sse",
                     }
                 return out
@@ -633,20 +634,7 @@ def run_e2e(
             store = Store.open(sqlite_url(state))
             record = store.list_instances("tiny")[0]
             store.close()
-            stream_url = f"{gateway_url}/endpoints/tiny/invocations-response-stream"
-            direct_headers = {"Content-Type": "application/json", SECRET_HEADER: record.secret}
-            targets = {
-                "direct": {
-                    "url": f"http://127.0.0.1:{record.port}/invocations",
-                    "headers": lambda body: direct_headers,
-                    "kind": "sse",
-                },
-                "gateway": {
-                    "url": stream_url,
-                    "headers": signer(stream_url),
-                    "kind": "eventstream",
-                },
-            }
+            targets = direct_and_gateway(gateway_url, "tiny", record)
             bodies = [
                 json.dumps(
                     {
