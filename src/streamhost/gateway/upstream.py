@@ -9,8 +9,8 @@ model, so this module does only those four things, with httptools' C parser (uvi
 the answer.
 
 Waiting for chunks returns every chunk that has arrived, so a relay that fell behind catches
-up without a wait per chunk. Reading pauses when more than `_HIGH_WATER` bytes wait for the relay (a
-client reading slowly slows the instance's socket, not the gateway's memory). A pooled
+up without a wait per chunk. Reading pauses when more than `_HIGH_WATER` bytes wait for the
+relay (a client reading slowly slows the instance's socket, not the gateway's memory). A pooled
 connection that the instance closed while idle is retried once on a fresh one when it fails
 before any byte of an answer came back: the instance never read that request.
 """
