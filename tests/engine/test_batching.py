@@ -88,7 +88,13 @@ async def test_cancelling_a_running_request_frees_its_slot_for_a_queued_one(tiny
         queued = engine.submit("the ninth request", SamplingParams(max_new_tokens=5))
         victim = running[3]
         await victim.__anext__()  # it is in the batch now
+        # The scheduler may have taken the eight in two groups (they reach its thread one by
+        # one): wait for the batch to fill, as it must while the ninth waits.
+        deadline = asyncio.get_running_loop().time() + 10
+        while engine.metrics.batch_size < 8 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
         assert engine.metrics.batch_size == 8
+        assert not queued.finished()
         await victim.aclose()
         queued_events = await asyncio.wait_for(collect(queued), 30)
         assert queued_events[-1].finish_reason is not None
