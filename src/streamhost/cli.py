@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--model",
-        help="model id: tiny, synthetic:DELAY_MS, a folder or a hub id (overrides HF_MODEL_ID)",
+        help="model id: tiny, random-1b, synthetic:DELAY_MS, a folder or a hub id "
+        "(overrides HF_MODEL_ID)",
     )
     serve.add_argument("--model-dir", default=None, help="model folder (default /opt/ml/model)")
     serve.add_argument(

@@ -638,7 +638,7 @@ def add_commands(subparsers: Any) -> None:
     deploy_parser.add_argument(
         "--model",
         required=True,
-        help="model id: tiny, synthetic:DELAY_MS, a local folder or a Hugging Face id",
+        help="model id: tiny, random-1b, synthetic:DELAY_MS, a local folder or a Hugging Face id",
     )
     deploy_parser.add_argument(
         "--api",

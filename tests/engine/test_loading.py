@@ -51,3 +51,64 @@ def test_local_folder_loads_through_the_same_path(tiny_dir):
     assert loaded.has_chat_template
     assert loaded.vocab.eos_ids
     assert loaded.context_window >= 4096
+
+
+def test_random_models_are_built_once_in_bfloat16_and_decode_exactly(monkeypatch, tmp_path):
+    # random-1b's builder with a small grouped-query shape (random-1b itself is 2 GB; the
+    # GPU benchmark builds it): bfloat16 on disk, cached, loaded by the normal loader, and
+    # the lean runner's grouped-query attention decodes what transformers decodes alone.
+    import torch
+
+    from streamhost.engine import SamplingParams, tiny
+    from streamhost.engine.llama import LlamaRunner
+    from streamhost.engine.sampling import RowSampler
+
+    monkeypatch.setenv("STREAMHOST_CACHE", str(tmp_path))
+    shape = {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+    }
+    monkeypatch.setitem(tiny.RANDOM_SHAPES, "random-test", shape)
+    folder = resolve_model_path("random-test", None, False)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"
+    assert {k: config[k] for k in shape} == shape
+    assert resolve_model_path("random-test", None, False) == folder  # built once
+
+    model = load_model(EngineConfig(model="random-test")).model
+    with torch.no_grad():  # sharper attention, so that a wrong key/value head shows
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(20)
+            layer.self_attn.k_proj.weight.mul_(20)
+
+    class Row:
+        def __init__(self, ids: list[int]) -> None:
+            self.prompt_ids, self.output_ids = ids, []
+            self.sampler = RowSampler(SamplingParams())
+
+    rows = [Row([5, 9, 33, 200, 7]), Row([11, 12, 13, 14, 15, 16, 17, 300, 301])]
+    runner = LlamaRunner(model, torch.device("cpu"))
+    for row, sample in zip(rows, runner.add(rows), strict=True):
+        row.output_ids.append(sample.token_id)
+    for _ in range(11):
+        for row, sample in zip(rows, runner.step(), strict=True):
+            row.output_ids.append(sample.token_id)
+    for row in rows:
+        with torch.inference_mode():
+            out = model.generate(
+                torch.tensor([row.prompt_ids]),
+                max_new_tokens=12,
+                min_new_tokens=12,
+                do_sample=False,
+            )
+        assert row.output_ids == out[0, len(row.prompt_ids) :].tolist()
+
+
+def test_unknown_random_model_name_is_refused():
+    from streamhost.engine.tiny import random_model_path
+
+    with pytest.raises(ValueError, match="random-1b"):
+        random_model_path("random-9t")

@@ -88,6 +88,10 @@ def resolve_model_path(model_id: str, revision: str | None, trust_remote_code: b
         from streamhost.engine.tiny import tiny_path
 
         return tiny_path()
+    from streamhost.engine.tiny import RANDOM_SHAPES, random_model_path
+
+    if model_id in RANDOM_SHAPES:
+        return random_model_path(model_id)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():

@@ -49,18 +49,43 @@ def cache_root() -> Path:
 
 def tiny_path() -> Path:
     """Folder of the built-in tiny model, building it first if needed."""
-    target = cache_root() / "models" / TINY_VERSION
+    return _build_once(TINY_VERSION, build_tiny)
+
+
+# Random models with a real model's shape (and the tiny tokenizer), for benchmarks on a GPU
+# where the tiny model is too small to load the device. Built on first use like ``tiny``.
+RANDOM_SHAPES = {
+    # TinyLlama-1.1B's layout (~1.0B parameters) with the tiny tokenizer's 647 tokens.
+    "random-1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+    },
+}
+
+
+def random_model_path(name: str) -> Path:
+    """Folder of the random model ``name`` (a key of :data:`RANDOM_SHAPES`), in bfloat16."""
+    if name not in RANDOM_SHAPES:
+        raise ValueError(f"unknown random model {name!r}; choose from {', '.join(RANDOM_SHAPES)}")
+    return _build_once(f"{name}-v1", lambda folder: build_tiny(folder, name))
+
+
+def _build_once(version: str, build) -> Path:
+    target = cache_root() / "models" / version
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Several processes (test workers, instances) may ask at once: one builds, the
     # others wait on the lock and then find the finished folder.
-    with open(target.parent / f".{TINY_VERSION}.lock", "w") as lock:
+    with open(target.parent / f".{version}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
             try:
-                build_tiny(staging)
+                build(staging)
                 os.replace(staging, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -101,30 +126,35 @@ def build_tokenizer():
     )
 
 
-def build_tiny(folder: Path) -> Path:
-    """Build the tiny model into ``folder`` from the fixed seed; returns the folder."""
+def build_tiny(folder: Path, shape: str = "tiny") -> Path:
+    """Build the tiny model (or a :data:`RANDOM_SHAPES` one, in bfloat16) into ``folder``
+    from the fixed seed; returns the folder."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer()
     eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    layout = RANDOM_SHAPES.get(shape) or {
+        "hidden_size": HIDDEN_SIZE,
+        "intermediate_size": INTERMEDIATE_SIZE,
+        "num_hidden_layers": NUM_LAYERS,
+        "num_attention_heads": NUM_HEADS,
+        "num_key_value_heads": NUM_HEADS,
+    }
+    dtype = torch.float32 if shape == "tiny" else torch.bfloat16
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_HEADS,
+        **layout,
         max_position_embeddings=CONTEXT_WINDOW,
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids,
         pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
+        dtype=str(dtype).removeprefix("torch."),
     )
     generator = torch.Generator().manual_seed(SEED)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(dtype)
     with torch.no_grad():
         # Re-initialise every parameter from our own generator so the weights do not
         # depend on the global RNG or on transformers' init order.
@@ -144,8 +174,9 @@ def build_tiny(folder: Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     (folder / "README.md").write_text(
-        "# streamhost tiny\n\nA random 4-layer Llama built by streamhost from a fixed seed "
-        f"({TINY_VERSION}). Its text is not meaningful; it exists to exercise serving.\n"
+        f"# streamhost {shape}\n\nA random {layout['num_hidden_layers']}-layer Llama built by "
+        f"streamhost from a fixed seed ({TINY_VERSION}). Its text is not meaningful; it exists "
+        "to exercise serving.\n"
     )
     return folder
 
