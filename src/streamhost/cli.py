@@ -130,15 +130,19 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     if args.action == "path":
-        if args.name != "tiny":
+        from streamhost.engine.tiny import RANDOM_SHAPES, random_model_path, tiny_path
+
+        if args.name == "tiny":
+            print(tiny_path())
+        elif args.name in RANDOM_SHAPES:
+            print(random_model_path(args.name))
+        else:
+            known = ", ".join(["tiny", *RANDOM_SHAPES])
             print(
-                f"streamhost models path: only the built-in 'tiny' is known; got {args.name!r}",
+                f"streamhost models path: the built-in models are {known}; got {args.name!r}",
                 file=sys.stderr,
             )
             return 2
-        from streamhost.engine.tiny import tiny_path
-
-        print(tiny_path())
         return 0
     return 2
 
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "action", choices=["path"], help="path: build if needed and print the model's folder"
     )
-    models.add_argument("name", help="model name (tiny)")
+    models.add_argument("name", help="model name (tiny or random-1b)")
     models.set_defaults(func=_models)
 
     from streamhost.bench.command import add_bench_command

@@ -112,3 +112,12 @@ def test_unknown_random_model_name_is_refused():
 
     with pytest.raises(ValueError, match="random-1b"):
         random_model_path("random-9t")
+
+
+def test_models_path_prints_a_built_in_folder_and_refuses_others(capsys, tiny_dir):
+    from streamhost.cli import main
+
+    assert main(["models", "path", "tiny"]) == 0
+    assert capsys.readouterr().out.strip() == str(tiny_dir)
+    assert main(["models", "path", "gpt-9"]) == 2
+    assert "the built-in models are tiny, random-1b; got 'gpt-9'" in capsys.readouterr().err
