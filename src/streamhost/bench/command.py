@@ -40,6 +40,12 @@ def add_bench_command(subparsers) -> None:
         default=None,
         help="Poisson arrival rate (req/s) instead of closed loop",
     )
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="model of the engine and server scenarios: tiny (default), random-1b (a random "
+        "1B Llama in bfloat16, for a GPU), a folder or a hub id",
+    )
     p.add_argument("--new", type=int, default=64, help="new tokens per request (default 64)")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt tokens (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="runs per point; medians are reported")
@@ -87,6 +93,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if name == "engine":
                 tables.append(
                     scenarios.engine_limit(
+                        model=args.model,
                         batches=concurrency,
                         prompt_len=args.prompt_len,
                         new_tokens=args.new,
@@ -104,6 +111,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         args.requests,
                         peer=not args.no_peer,
                         rate=args.rate,
+                        model=args.model,
                         progress=progress,
                     )
                 )

@@ -22,7 +22,30 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    gpus = _gpus()
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+        + (f"; GPU: {gpus}" if gpus else "")
+    )
+
+
+def _gpus() -> str:
+    """The NVIDIA GPUs nvidia-smi lists (without importing torch), or ''."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return "; ".join(line.strip() for line in out.splitlines() if line.strip())
 
 
 def write(tables: list[Table], out: Path, command: str) -> list[Path]:

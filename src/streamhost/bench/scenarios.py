@@ -3,7 +3,7 @@
 1. ``engine``: the raw transformers decode loop vs the engine's runner vs requests through
    the engine, in process (the engine's limit).
 2. ``server``: streamhost's OpenAI route vs ``transformers serve --continuous-batching`` on
-   the same ``tiny`` folder, closed-loop concurrency sweep (or Poisson arrivals).
+   the same model folder (``tiny`` by default), closed-loop concurrency sweep (or Poisson arrivals).
 
 The gateway and end-to-end scenarios live in :mod:`streamhost.bench.gateway`.
 """
@@ -243,13 +243,15 @@ def model_server(
     peer: bool = True,
     rate: float | None = None,
     progress: Progress | None = None,
+    model: str = "tiny",
 ) -> Table:
-    """Scenario 2: streamhost vs ``transformers serve --continuous-batching``."""
+    """Scenario 2: streamhost vs ``transformers serve --continuous-batching`` on ``model``
+    (both on their default device: the GPU when there is one)."""
     from transformers import AutoTokenizer
 
-    from streamhost.engine.tiny import tiny_path
+    from streamhost.engine.loader import resolve_model_path
 
-    folder = str(tiny_path())
+    folder = str(resolve_model_path(model, None, False))
     tok = AutoTokenizer.from_pretrained(folder)
     prompts = random_prompts(lambda ids: tok.decode(ids), len(tok), prompt_len, 256)
     servers: dict[str, Workload] = {}
@@ -273,8 +275,9 @@ def model_server(
                 os.path.join(_log_dir(), "bench-streamhost.log"),
             )
         )
+        processes = {"streamhost": procs[-1]}
         servers["streamhost"] = Workload(
-            f"http://127.0.0.1:{port}", prompts, new_tokens, model="tiny"
+            f"http://127.0.0.1:{port}", prompts, new_tokens, model=model
         )
         if peer:
             exe = shutil.which("transformers") or os.path.join(
@@ -297,6 +300,7 @@ def model_server(
                     os.path.join(_log_dir(), "bench-transformers-serve.log"),
                 )
             )
+            processes["transformers serve CB"] = procs[-1]
             # `transformers serve` rejects unknown fields such as ignore_eos.
             servers["transformers serve CB"] = Workload(
                 f"http://127.0.0.1:{port}", prompts, new_tokens, model=folder, ignore_eos=False
@@ -308,6 +312,11 @@ def model_server(
             for rep in range(repeats):
                 for name, workload in servers.items():
                     res, duration = asyncio.run(run(workload, n, c, rate=rate, seed=rep))
+                    if processes[name].poll() is not None:  # died during the run (out of memory?)
+                        raise RuntimeError(
+                            f"{name} exited with {processes[name].returncode} during the run at "
+                            f"concurrency {c}; its log is in {_log_dir()}"
+                        )
                     results.runs.setdefault(name, {}).setdefault(c, []).append(
                         summarize(res, duration)
                     )
@@ -320,7 +329,7 @@ def model_server(
     load = f"Poisson {rate}/s" if rate else "closed loop"
     table = Table(
         "server",
-        f"Model server ({load}, {new_tokens} new tokens, prompt {prompt_len} tokens, "
+        f"Model server ({model}; {load}, {new_tokens} new tokens, prompt {prompt_len} tokens, "
         f"median of {repeats})",
         [
             "concurrency",
@@ -365,10 +374,13 @@ def model_server(
             theirs = results.median(names[1], c, lambda s: s.output_throughput)
             t_ours = results.median(names[0], c, lambda s: s.ttft["p50"])
             t_theirs = results.median(names[1], c, lambda s: s.ttft["p50"])
-            table.notes.append(
-                f"concurrency {c}: streamhost / peer output tok/s = {ours / theirs:.2f}x; "
-                f"TTFT p50 ratio {t_ours / t_theirs:.2f}x"
-            )
+            if theirs and t_theirs:
+                table.notes.append(
+                    f"concurrency {c}: streamhost / peer output tok/s = {ours / theirs:.2f}x; "
+                    f"TTFT p50 ratio {t_ours / t_theirs:.2f}x"
+                )
+            else:
+                table.notes.append(f"concurrency {c}: the peer produced no tokens (see failed)")
     table.series["x"] = {"concurrency": [float(c) for c in concurrencies]}
     return table
 
