@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
+
+log = logging.getLogger("streamhost.engine")
 
 TINY_VERSION = "tiny-v1"
 SEED = 20230801
@@ -83,6 +86,7 @@ def _build_once(version: str, build) -> Path:
     with open(target.parent / f".{version}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").exists():
+            log.info("building the %s model into %s (once)", version, target)
             staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
             try:
                 build(staging)
