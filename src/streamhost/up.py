@@ -478,7 +478,8 @@ def add_up_command(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         default="tiny",
-        help="model of endpoint `default`: tiny, random-1b, synthetic:DELAY_MS, a folder or a hub id",
+        help="model of endpoint `default`: tiny, random-1b, synthetic:DELAY_MS, a folder or a "
+        "hub id",
     )
     parser.add_argument(
         "--api", default="tgi", choices=["tgi", "lmi"], help="container API to speak (tgi)"

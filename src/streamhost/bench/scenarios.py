@@ -3,9 +3,10 @@
 1. ``engine``: the raw transformers decode loop vs the engine's runner vs requests through
    the engine, in process (the engine's limit).
 2. ``server``: streamhost's OpenAI route vs ``transformers serve --continuous-batching`` on
-   the same model folder (``tiny`` by default), closed-loop concurrency sweep (or Poisson arrivals).
+   the same model folder (``tiny`` by default), closed-loop concurrency sweep (or Poisson
+   arrivals).
 
-The gateway and end-to-end scenarios live in :mod:`streamhost.bench.gateway`.
+The gateway and end-to-end scenarios live in :mod:`streamhost.bench.relay`.
 """
 
 from __future__ import annotations

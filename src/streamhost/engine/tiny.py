@@ -73,7 +73,11 @@ def random_model_path(name: str) -> Path:
     """Folder of the random model ``name`` (a key of :data:`RANDOM_SHAPES`), in bfloat16."""
     if name not in RANDOM_SHAPES:
         raise ValueError(f"unknown random model {name!r}; choose from {', '.join(RANDOM_SHAPES)}")
-    return _build_once(f"{name}-v1", lambda folder: build_tiny(folder, name))
+    return _build_once(_version(name), lambda folder: build_tiny(folder, name))
+
+
+def _version(shape: str) -> str:
+    return TINY_VERSION if shape == "tiny" else f"{shape}-v1"
 
 
 def _build_once(version: str, build) -> Path:
@@ -179,7 +183,7 @@ def build_tiny(folder: Path, shape: str = "tiny") -> Path:
     tokenizer.save_pretrained(folder)
     (folder / "README.md").write_text(
         f"# streamhost {shape}\n\nA random {layout['num_hidden_layers']}-layer Llama built by "
-        f"streamhost from a fixed seed ({TINY_VERSION}). Its text is not meaningful; it exists "
+        f"streamhost from a fixed seed ({_version(shape)}). Its text is not meaningful; it exists "
         "to exercise serving.\n"
     )
     return folder
