@@ -125,8 +125,8 @@ class LlamaRunner(TorchRunner):
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
 
     def _decode_attention(self, q, keys, values, mask):
-        """One query per row as two batched matmuls (on the CPU, faster than SDPA's kernel,
-        which loops over rows and heads with a small GEMM each). A key/value head's query
+        """One query per row as two batched matmuls (on the CPU in float32, faster than SDPA's
+        kernel, which loops over rows and heads with a small GEMM each). A key/value head's query
         heads are the rows of one product, so grouped-query keys are never copied."""
         n, groups = q.shape[0], self.heads // self.kv_heads
         q = q.view(n, self.kv_heads, groups, self.head_dim)
@@ -283,8 +283,10 @@ class LlamaRunner(TorchRunner):
             self._values[index][:n, :, column] = v[:, :, 0]
             return self._keys[index][:n, :, start:end], self._values[index][:n, :, start:end]
 
-        # On a GPU SDPA's fused kernel is one launch where the matmuls are five.
-        attend = self._decode_attention if self.device.type == "cpu" else self._sdpa
+        # On a GPU SDPA's fused kernel is one launch where the matmuls are five; in half
+        # precision SDPA keeps the scores in float32, which the matmuls would not.
+        fp32_cpu = self.device.type == "cpu" and self.lm_head.dtype == torch.float32
+        attend = self._decode_attention if fp32_cpu else self._sdpa
         logits = self._forward(
             last[:, None],
             self._positions[:, None],
