@@ -130,19 +130,16 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     if args.action == "path":
-        from streamhost.engine.tiny import RANDOM_SHAPES, random_model_path, tiny_path
+        from streamhost.engine.tiny import built_in_names, built_in_path
 
-        if args.name == "tiny":
-            print(tiny_path())
-        elif args.name in RANDOM_SHAPES:
-            print(random_model_path(args.name))
-        else:
-            known = ", ".join(["tiny", *RANDOM_SHAPES])
+        if args.name not in built_in_names():
+            known = ", ".join(built_in_names())
             print(
                 f"streamhost models path: the built-in models are {known}; got {args.name!r}",
                 file=sys.stderr,
             )
             return 2
+        print(built_in_path(args.name))
         return 0
     return 2
 

@@ -84,14 +84,10 @@ class LoadedModel:
 
 def resolve_model_path(model_id: str, revision: str | None, trust_remote_code: bool) -> Path:
     """Return a local folder for ``model_id``: built-in, local, or downloaded from the hub."""
-    if model_id == "tiny":
-        from streamhost.engine.tiny import tiny_path
+    from streamhost.engine.tiny import built_in_names, built_in_path
 
-        return tiny_path()
-    from streamhost.engine.tiny import RANDOM_SHAPES, random_model_path
-
-    if model_id in RANDOM_SHAPES:
-        return random_model_path(model_id)
+    if model_id in built_in_names():
+        return built_in_path(model_id)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():

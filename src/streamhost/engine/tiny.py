@@ -76,6 +76,16 @@ def random_model_path(name: str) -> Path:
     return _build_once(_version(name), lambda folder: build_tiny(folder, name))
 
 
+def built_in_names() -> list[str]:
+    """The built-in model ids: ``tiny`` and the :data:`RANDOM_SHAPES` ones."""
+    return ["tiny", *RANDOM_SHAPES]
+
+
+def built_in_path(name: str) -> Path:
+    """Folder of the built-in model ``name``, building it first if needed."""
+    return tiny_path() if name == "tiny" else random_model_path(name)
+
+
 def _version(shape: str) -> str:
     return TINY_VERSION if shape == "tiny" else f"{shape}-v1"
 
