@@ -256,27 +256,24 @@ def model_server(
     tok = AutoTokenizer.from_pretrained(folder)
     prompts = random_prompts(lambda ids: tok.decode(ids), len(tok), prompt_len, 256)
     servers: dict[str, Workload] = {}
-    procs = []
+    processes: dict[str, subprocess.Popen] = {}  # by server name, as `servers`
     results = ServerRuns()
     try:
         port = free_port()
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamhost.cli",
-                    "serve-model",
-                    "--model",
-                    folder,
-                    "--port",
-                    str(port),
-                ],
-                f"http://127.0.0.1:{port}/ping",
-                os.path.join(_log_dir(), "bench-streamhost.log"),
-            )
+        processes["streamhost"] = start(
+            [
+                sys.executable,
+                "-m",
+                "streamhost.cli",
+                "serve-model",
+                "--model",
+                folder,
+                "--port",
+                str(port),
+            ],
+            f"http://127.0.0.1:{port}/ping",
+            os.path.join(_log_dir(), "bench-streamhost.log"),
         )
-        processes = {"streamhost": procs[-1]}
         servers["streamhost"] = Workload(
             f"http://127.0.0.1:{port}", prompts, new_tokens, model=model
         )
@@ -285,23 +282,20 @@ def model_server(
                 os.path.dirname(sys.executable), "transformers"
             )
             port = free_port()
-            procs.append(
-                start(
-                    [
-                        exe,
-                        "serve",
-                        "--continuous-batching",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        folder,
-                    ],
-                    f"http://127.0.0.1:{port}/v1/models",
-                    os.path.join(_log_dir(), "bench-transformers-serve.log"),
-                )
+            processes["transformers serve CB"] = start(
+                [
+                    exe,
+                    "serve",
+                    "--continuous-batching",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    folder,
+                ],
+                f"http://127.0.0.1:{port}/v1/models",
+                os.path.join(_log_dir(), "bench-transformers-serve.log"),
             )
-            processes["transformers serve CB"] = procs[-1]
             # `transformers serve` rejects unknown fields such as ignore_eos.
             servers["transformers serve CB"] = Workload(
                 f"http://127.0.0.1:{port}", prompts, new_tokens, model=folder, ignore_eos=False
@@ -324,7 +318,7 @@ def model_server(
                     if progress:
                         progress(f"server c={c} {name}: run {rep + 1}/{repeats}")
     finally:
-        for proc in procs:
+        for proc in processes.values():
             stop(proc)
     names = list(servers)
     load = f"Poisson {rate}/s" if rate else "closed loop"
