@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,8 +21,11 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamhost.gateway import sigv4
 from streamhost.gateway.errors import AwsError
 from streamhost.gateway.sigv4 import (
+    DEFAULT_MAX_SKEW,
+    SERVICE,
     ClockSkewException,
     CredentialConflict,
     CredentialsFileError,
@@ -522,3 +526,74 @@ def test_any_request_botocore_signs_verifies(store, segments, query, extra, body
     signed.verify(store)
     with pytest.raises(InvalidSignatureException):
         replace(signed, body=body + b"!").verify(store)
+
+
+def _usual(signed: SignedRequest, store: CredentialStore, now: datetime | None = None):
+    headers = {name.lower(): value for name, value in signed.headers.items()}
+    return sigv4._verify_usual(
+        signed.method, signed.target, headers, signed.body, store, now, DEFAULT_MAX_SKEW, SERVICE
+    )
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    segments=st.lists(_PATH_SEGMENT, min_size=1, max_size=4),
+    query=st.lists(st.tuples(_QUERY_TEXT, _QUERY_TEXT), max_size=2),
+    extra=st.dictionaries(
+        st.sampled_from(["x-amzn-sagemaker-custom-attributes", "accept", "x-amz-meta-a", "b-c"]),
+        _HEADER_VALUE,
+        max_size=3,
+    ),
+    body=st.binary(max_size=64),
+)
+def test_the_one_pass_check_accepts_what_botocore_signs_and_nothing_changed(
+    store, segments, query, extra, body
+):
+    # The runtime's hot path (_verify_usual) makes the full verification's checks in one
+    # pass; it must accept every request botocore signs (without falling back) and refuse
+    # any changed byte of body, path or signed header, leaving those to the full path.
+    path = "/" + "/".join(quote(segment, safe="") for segment in segments)
+    query_string = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
+    url = ENDPOINT_URL + path + (f"?{query_string}" if query_string else "")
+    signed = botocore_signed(url, body=body, headers={"Content-Type": "application/json", **extra})
+    signed.verify(store)  # the full path parses the Authorization header and remembers it
+    principal = _usual(signed, store)
+    assert principal is not None and principal.access_key_id == ACCESS_KEY
+    assert _usual(replace(signed, body=body + b"!"), store) is None
+    assert _usual(replace(signed, target=path + "x"), store) is None
+    changed = {**signed.headers, "Content-Type": "application/json "}  # trimmed: same value
+    assert _usual(replace(signed, headers=changed), store) is not None
+    changed = {**signed.headers, "Content-Type": "application/jsonx"}
+    assert _usual(replace(signed, headers=changed), store) is None
+
+
+def test_the_one_pass_check_leaves_the_unusual_and_the_wrong_to_the_full_path(store):
+    hashed = botocore_signed(
+        ENDPOINT_URL + "/endpoints/e/invocations",
+        body=b"{}",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(b"{}").hexdigest()},
+    )
+    hashed.verify(store)
+    assert _usual(hashed, store) is None  # a declared payload hash: checked by the full path
+    fresh = botocore_signed(
+        ENDPOINT_URL + "/endpoints/e/invocations", body=b"{}", headers={"X-Once": "1"}
+    )
+    assert _usual(fresh, store) is None  # an Authorization scope not parsed before
+    fresh.verify(store)
+    assert _usual(fresh, store) is not None
+    forged = replace(fresh, body=b"{ }")
+    assert _usual(forged, store) is None
+    with pytest.raises(InvalidSignatureException, match="The Canonical String"):
+        forged.verify(store)  # and the full path names the fault
+
+
+def test_the_one_pass_check_keeps_the_clock_window(store, frozen_clock):
+    request = boto3_request("sagemaker-runtime", invoke_endpoint)
+    assert request.verify(store, now=frozen_clock)  # the scope is remembered from here on
+    assert _usual(request, store, now=frozen_clock + timedelta(minutes=4)) is not None
+    assert _usual(request, store, now=frozen_clock + timedelta(minutes=6)) is None
+    assert _usual(request, store, now=frozen_clock - timedelta(minutes=6)) is None
+    with pytest.raises(ClockSkewException):
+        request.verify(store, now=frozen_clock + timedelta(minutes=20))
