@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -174,7 +172,6 @@ class GatewayApp:
     # -- requests ------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = _request_id()
         method = scope["method"]
         path = scope["path"]
         if path == "/ping" and method in ("GET", "HEAD"):
@@ -190,7 +187,6 @@ class GatewayApp:
                     f"No SageMaker operation is served at {method} {path}.",
                     status=404,
                 ),
-                request_id,
             )
             return
         limit = CONTROL_MAX_BODY if runtime_route is None else self.settings.max_payload
@@ -208,32 +204,21 @@ class GatewayApp:
                     lowercased=True,
                 )
         except AwsError as error:
-            await send_error(send, error, request_id)
+            await send_error(send, error)
             return
         except _Disconnected:
             return
         if runtime_route is not None:
-            await self.runtime.handle(
-                scope, receive, send, body, request_id, runtime_route, headers
-            )
+            await self.runtime.handle(receive, send, body, runtime_route, headers)
             return
         if self._control_app is None:
-            await send_error(send, errors.service_unavailable("Starting up."), request_id)
+            await send_error(send, errors.service_unavailable("Starting up."))
             return
         await self._control_app(scope, _replay(body, receive), send)
 
     def _instance_down(self, instance: Any) -> None:
         if self.provisioner is not None:
             self.provisioner.check_soon(instance)
-
-
-def _request_id() -> str:
-    # A random (version 4) UUID, as AWS's request ids are; from the seeded PRNG rather than
-    # uuid4's os.urandom, a system call on every request (an id needs to be unique, not secret).
-    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
-
-
-_ids = random.Random()
 
 
 class _Disconnected(Exception):

@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,16 +154,45 @@ class _TooLarge(Exception):
 class _Relay:
     """One request's bookkeeping between the relay and its disconnect watcher."""
 
-    __slots__ = ("expired", "gone", "response", "sending", "started", "streaming", "task")
+    __slots__ = (
+        "_request_id",
+        "expired",
+        "gone",
+        "receive",
+        "response",
+        "sending",
+        "started",
+        "streaming",
+        "task",
+        "watcher",
+    )
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, receive: Receive) -> None:
         self.task = task
+        self.receive = receive
+        self.watcher: asyncio.Task[None] | None = None
+        self._request_id: str | None = None
         self.response: UpstreamResponse | None = None
         self.started = False  # the HTTP response has begun: errors can only go in band
         self.streaming = False
         self.sending = False  # waiting for the client to take a chunk
         self.expired = False  # the stream ran past its time
         self.gone = False
+
+    @property
+    def request_id(self) -> str:
+        """The request's id, made when first needed: not before the request is on its way
+        to the instance (the first-token latency does not wait for it)."""
+        if self._request_id is None:
+            self._request_id = new_request_id()
+        return self._request_id
+
+    def watch(self) -> None:
+        """Start noticing the client leave; called once the request has been written to
+        the instance, so that the task's creation is not on the first-token path."""
+        if self.watcher is None:
+            loop = asyncio.get_running_loop()
+            self.watcher = loop.create_task(_watch_disconnect(self.receive, self))
 
     def client_left(self) -> None:
         self.gone = True
@@ -204,11 +235,9 @@ class RuntimePlane:
 
     async def handle(
         self,
-        scope: Scope,
         receive: Receive,
         send: Send,
         body: bytes,
-        request_id: str,
         route: tuple[str, str],
         headers: dict[str, str],
     ) -> None:
@@ -224,23 +253,21 @@ class RuntimePlane:
                     "satisfy constraint: Member must have length less than or equal to "
                     f"{_MAX_CUSTOM_ATTRIBUTES}"
                 ),
-                request_id,
             )
             return
-        relay = _Relay(asyncio.current_task())
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, relay))
+        relay = _Relay(asyncio.current_task(), receive)
         try:
             if operation == STREAM:
-                await self._stream(endpoint, headers, body, send, request_id, relay)
+                await self._stream(endpoint, headers, body, send, relay)
             else:
-                await self._invoke(endpoint, headers, body, send, request_id, relay)
+                await self._invoke(endpoint, headers, body, send, relay)
         except AwsError as error:
             if not relay.gone and not relay.started:
-                await send_error(send, error, request_id)
+                await send_error(send, error, relay.request_id)
         except Exception:
-            log.exception("runtime request %s to endpoint %s failed", request_id, endpoint)
+            log.exception("runtime request %s to endpoint %s failed", relay.request_id, endpoint)
             if not relay.gone and not relay.started:
-                await send_error(send, errors.internal_failure(), request_id)
+                await send_error(send, errors.internal_failure(), relay.request_id)
         except asyncio.CancelledError:
             if not relay.gone:
                 raise
@@ -249,7 +276,8 @@ class RuntimePlane:
             if task is not None and hasattr(task, "uncancel"):
                 task.uncancel()
         finally:
-            watcher.cancel()
+            if relay.watcher is not None:
+                relay.watcher.cancel()
 
     # -- InvokeEndpoint -----------------------------------------------------------------
 
@@ -259,7 +287,6 @@ class RuntimePlane:
         headers: dict[str, str],
         body: bytes,
         send: Send,
-        request_id: str,
         relay: _Relay,
     ) -> None:
         session_id = _session_id(headers, allow_new=True)
@@ -300,7 +327,7 @@ class RuntimePlane:
                     ),
                 ),
                 (b"x-amzn-invoked-production-variant", instance.variant.encode()),
-                (b"x-amzn-requestid", request_id.encode()),
+                (b"x-amzn-requestid", relay.request_id.encode()),
                 (b"content-length", str(len(content)).encode()),
             ]
             answer += self._session_headers(endpoint, instance, response, session_id)
@@ -325,7 +352,6 @@ class RuntimePlane:
         headers: dict[str, str],
         body: bytes,
         send: Send,
-        request_id: str,
         relay: _Relay,
     ) -> None:
         session_id = _session_id(headers, allow_new=False)
@@ -352,7 +378,7 @@ class RuntimePlane:
                     ),
                 ),
                 (b"x-amzn-invoked-production-variant", instance.variant.encode()),
-                (b"x-amzn-requestid", request_id.encode()),
+                (b"x-amzn-requestid", relay.request_id.encode()),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),  # for a proxy in front of the gateway
             ]
@@ -519,7 +545,13 @@ class RuntimePlane:
             upstream = _upstream_headers(headers, accept, instance)
             try:
                 response = await self._http.post(
-                    instance.host, instance.port, _INVOCATIONS_PATH, upstream, body, timeout=timeout
+                    instance.host,
+                    instance.port,
+                    _INVOCATIONS_PATH,
+                    upstream,
+                    body,
+                    timeout=timeout,
+                    sent=relay.watch,
                 )
             except ConnectFailed:
                 self.router.release(instance)
@@ -681,12 +713,23 @@ class RuntimePlane:
 # -- helpers ------------------------------------------------------------------------------
 
 
-async def send_error(send: Send, error: AwsError, request_id: str) -> None:
-    """Answer with an AWS error: its status, `x-amzn-ErrorType` and JSON body."""
+def new_request_id() -> str:
+    """A request id: a random (version 4) UUID, as AWS's are."""
+    # From the seeded PRNG rather than uuid4's os.urandom, a system call on every request
+    # (an id needs to be unique, not secret).
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+_ids = random.Random()
+
+
+async def send_error(send: Send, error: AwsError, request_id: str | None = None) -> None:
+    """Answer with an AWS error: its status, `x-amzn-ErrorType` and JSON body (and a new
+    request id unless one is given)."""
     body = orjson.dumps(error.to_response())
     headers = [
         (b"content-type", b"application/json"),
-        (b"x-amzn-requestid", request_id.encode()),
+        (b"x-amzn-requestid", (request_id or new_request_id()).encode()),
         (b"content-length", str(len(body)).encode()),
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -258,7 +259,9 @@ class _Connection(asyncio.Protocol):
 
     # used by the pool and the response
 
-    async def send(self, request: bytes, timeout: float | None) -> UpstreamResponse:
+    async def send(
+        self, request: bytes, timeout: float | None, sent: Callable[[], None] | None
+    ) -> UpstreamResponse:
         if self.closed or self.transport is None or self.transport.is_closing():
             # Closed between the pool handing it out and now: nothing was sent.
             raise UpstreamBroken("the connection closed before the request was sent")
@@ -267,6 +270,8 @@ class _Connection(asyncio.Protocol):
         self.answered = False
         self._head = head = loop.create_future()
         self.transport.write(request)
+        if sent is not None:
+            sent()
         timer = None if timeout is None else loop.call_later(timeout, _expire, head)
         try:
             return await head
@@ -327,9 +332,11 @@ class UpstreamPool:
         body: bytes,
         *,
         timeout: float | None,
+        sent: Callable[[], None] | None = None,
     ) -> UpstreamResponse:
         """Send a POST and return the answer once its headers are in (`timeout` bounds that
-        wait). Raises `ConnectFailed` (nothing sent), `UpstreamBroken` or `TimeoutError`."""
+        wait); `sent` is called as soon as the request is written, before that wait. Raises
+        `ConnectFailed` (nothing sent), `UpstreamBroken` or `TimeoutError`."""
         head = [
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-length: %d\r\n"
             % (path.encode(), host.encode(), port, len(body))
@@ -347,7 +354,7 @@ class UpstreamPool:
             if connection is None:
                 connection = await self._connect(key)
             try:
-                return await connection.send(request, timeout)
+                return await connection.send(request, timeout, sent)
             except UpstreamBroken:
                 if reused and not connection.answered:
                     continue  # closed by the instance while idle: it never saw this request
