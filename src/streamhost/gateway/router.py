@@ -95,6 +95,9 @@ class Variant:
 
     def pick(self, exclude: Collection[Instance]) -> Instance | None:
         """The instance to use: fewest outstanding requests, rotating among ties."""
+        if len(self.instances) == 1:  # the usual endpoint: no lists to build
+            only = self.instances[0]
+            return only if only.up and only not in exclude else None
         candidates = [i for i in self.instances if i.up and i not in exclude]
         if not candidates:
             return None
@@ -273,6 +276,8 @@ class Router:
     def _pick_weighted(
         self, variants: list[Variant], exclude: Collection[Instance]
     ) -> Instance | None:
+        if len(variants) == 1:
+            return variants[0].pick(exclude) if variants[0].weight > 0 else None
         live = [v for v in variants if v.weight > 0 and v.has_capacity(exclude)]
         if not live:
             return None
