@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
@@ -142,8 +142,7 @@ class StoredCredential:
     profile: str | None = None
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
     """Who signed a verified request, and for which scope."""
 
     access_key_id: str
@@ -738,11 +737,13 @@ def _expected_signature(
     timestamp: str,
 ) -> tuple[str, str, str]:
     path, _, query = url_path_with_query.partition("?")
-    canonical_query = _canonical_query(query)
+    canonical_query = _canonical_query(query) if query else ""
     url = _PLACEHOLDER_ORIGIN + path + (f"?{canonical_query}" if canonical_query else "")
-    signed = _SignedHeaders(
-        (name, headers[name]) for name in authorization.signed_headers if name in headers
-    )
+    signed = _SignedHeaders()
+    for name in authorization.canonical_names:
+        value = headers.get(name)
+        if value is not None:
+            signed[name] = value
     request = _Received(method, url, signed, body, timestamp)
     signer = _signer(credential, authorization.service, authorization.region)
     canonical_request = signer.canonical_request(request)  # type: ignore[arg-type]
