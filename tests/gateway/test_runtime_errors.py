@@ -228,6 +228,23 @@ def test_streams_past_the_time_limit_end_with_model_invocation_time_exceeded(tmp
         assert_no_instances_left()
 
 
+def test_a_stream_longer_than_the_idle_limit_is_not_silence_while_tokens_flow(tmp_path):
+    # The idle limit counts from the last chunk, also for chunks the relay wrote straight
+    # from the instance connection's callback while its task kept waiting.
+    live = LiveGateway(tmp_path / "state", idle_timeout=0.4).start()
+    try:
+        sm, smr = live.sm(), live.smr()
+        create_synthetic_endpoint(sm, "steady", delay_ms=100)  # 1.5 s of tokens
+        resp = smr.invoke_endpoint_with_response_stream(
+            EndpointName="steady", Body=tgi_body(tokens=15)
+        )
+        assert payload_bytes(resp).count(b"data:") == 15
+        delete_endpoint(sm, "steady")
+    finally:
+        live.stop()
+        assert_no_instances_left()
+
+
 def test_an_invoke_past_its_time_limit_is_a_model_error_and_the_instance_stays_in_rotation(
     tmp_path,
 ):

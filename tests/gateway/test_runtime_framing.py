@@ -3,6 +3,7 @@ HTTP chunk, also when the client fell behind and chunks piled up in the gateway.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -61,3 +62,37 @@ def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
     events = [one_message(chunk) for chunk in chunks]
     assert all(event.headers[":event-type"] == "PayloadPart" for event in events)
     assert b"".join(event.payload for event in events).count(b"data:") == TOKENS
+
+
+def test_a_client_reading_slower_than_the_instance_gets_every_token_in_order(gateway):
+    # Enough bytes to fill the client's socket and the gateway's write buffer: the relay's
+    # writes then wait for the client (some from the instance connection's callback, handed
+    # to the relay's task), and every token must still arrive once, in order, one
+    # PayloadPart per HTTP chunk.
+    tokens = 20_000
+    sm = gateway.sm()
+    create_synthetic_endpoint(
+        sm,
+        "slowread",
+        environment={"HF_MODEL_ID": "synthetic:0", "MAX_TOTAL_TOKENS": str(tokens + 16)},
+    )
+    url = f"{gateway.url}/endpoints/slowread/invocations-response-stream"
+    body = tgi_body(tokens=tokens)
+    headers = signed_headers(url, body, {"Content-Type": "application/json"})
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        head = f"POST /endpoints/slowread/invocations-response-stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
+        sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+        time.sleep(1.5)  # the socket's buffers fill, and the gateway's writes wait
+        raw = b""
+        sock.settimeout(30)
+        while data := sock.recv(65536):
+            raw += data
+    events = [one_message(chunk) for chunk in http_chunks(raw)]
+    assert all(event.headers[":event-type"] == "PayloadPart" for event in events)
+    lines = b"".join(event.payload for event in events).split(b"\n\n")
+    indexes = [json.loads(line[len(b"data:") :])["index"] for line in lines if line]
+    assert indexes == list(range(1, tokens + 1))

@@ -31,8 +31,9 @@ import contextlib
 import logging
 import random
 import re
+import types
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -91,7 +92,7 @@ _TOO_MANY_REQUESTS = 429
 # How long a client that let the stream run out of time has to take the error message.
 _LAST_WORD = 1.0
 _MAX_CUSTOM_ATTRIBUTES = 1024
-_PATH = re.compile(r"^/endpoints/([^/]+)/(invocations|invocations-response-stream)$")
+_ENDPOINTS = "/endpoints/"
 _SESSION_ID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _TIMED_OUT = (
     "Your invocation timed out while waiting for a response from container primary. "
@@ -133,10 +134,12 @@ class RuntimeSettings:
 def parse_runtime_path(raw_path: str) -> tuple[str, str] | None:
     """(endpoint name, `invocations` | `invocations-response-stream`) of a request path
     as sent (percent-encoding intact), or None if it is not a runtime route."""
-    match = _PATH.match(raw_path)
-    if match is None:
+    if not raw_path.startswith(_ENDPOINTS):
         return None
-    return unquote(match.group(1)), match.group(2)
+    name, slash, operation = raw_path[len(_ENDPOINTS) :].partition("/")
+    if not name or not slash or operation not in (INVOKE, STREAM):
+        return None
+    return unquote(name), operation
 
 
 class _ClientGone(Exception):
@@ -158,6 +161,7 @@ class _Relay:
         "_request_id",
         "expired",
         "gone",
+        "pending",
         "receive",
         "response",
         "sending",
@@ -172,6 +176,7 @@ class _Relay:
         self.receive = receive
         self.watcher: asyncio.Task[None] | None = None
         self._request_id: str | None = None
+        self.pending: Awaitable[None] | None = None  # a chunk's send the socket made wait
         self.response: UpstreamResponse | None = None
         self.started = False  # the HTTP response has begun: errors can only go in band
         self.streaming = False
@@ -406,8 +411,10 @@ class RuntimePlane:
         relay: _Relay,
     ) -> None:
         """Copy the instance's chunks to the client as PayloadParts, then end the stream
-        (with an exception message if it did not end well). Chunks that arrived together
-        (the client was slower than the instance for a moment) are taken in one wait.
+        (with an exception message if it did not end well). A chunk that arrives while the
+        relay waits is written from the instance connection's callback (`pushed`), saving
+        a task switch per chunk; chunks that arrived while it was busy (the client was
+        slower than the instance for a moment) are taken in one wait.
 
         `stream_timeout` bounds the whole stream, also for a client that stops reading: the
         relay then waits for the client, not the instance, and the deadline cancels that
@@ -419,12 +426,46 @@ class RuntimePlane:
         idle = self.settings.idle_timeout
         tail: bytes | None = b""
         clean = False
+
+        def pushed(part: bytes) -> bool:
+            # A chunk that arrives while the loop below waits, none queued before it: sent
+            # from the instance connection's callback, without waking this task, unless
+            # the stream is ending. If the client's socket makes the send wait, the task
+            # is woken to finish it (later chunks queue up behind it meanwhile).
+            if relay.gone or relay.expired or relay.pending is not None:
+                return False
+            try:
+                message = {
+                    "type": "http.response.body",
+                    "body": payload_part(part),
+                    "more_body": True,
+                }
+                relay.pending = _send_now(send, message)
+            except Exception as error:
+                response.abort(error)  # raised to the task, which ends the stream
+                return True
+            if relay.pending is not None:
+                response.interrupt()
+            return True
+
         try:
             try:
-                # The hot loop: one wait for whatever has arrived, then per chunk one encode
+                # The hot loop: chunks arriving while it waits are pushed (above); what
+                # arrived while it was busy is taken in one wait, then per chunk one encode
                 # and one ASGI send (its own HTTP chunk, written at once).
                 while True:
-                    parts = await read(idle)
+                    response.push = pushed
+                    try:
+                        parts = await read(idle)
+                    finally:
+                        response.push = None
+                    if relay.pending is not None:
+                        pending, relay.pending = relay.pending, None
+                        relay.sending = True
+                        await pending
+                        relay.sending = False
+                        if not parts:
+                            continue
                     if not parts:
                         clean = True
                         break
@@ -711,6 +752,40 @@ class RuntimePlane:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _send_now(send: Send, message: dict[str, Any]) -> Awaitable[None] | None:
+    """Run an ASGI `send` here and now, outside the task that awaits it otherwise; None if
+    it completed (a server's send of a body chunk waits only while the client's socket is
+    full), else an awaitable of the rest."""
+    awaitable = send(message)
+    step = getattr(awaitable, "send", None)
+    if step is None:  # not a coroutine: awaited as it is
+        return awaitable
+    try:
+        stopped_at = step(None)
+    except StopIteration:
+        return None
+    return _rest(awaitable, stopped_at)  # type: ignore[arg-type]
+
+
+@types.coroutine
+def _rest(coroutine: Coroutine[Any, Any, None], stopped_at: Any) -> Generator[Any, Any, None]:
+    """Await the rest of a coroutine that was started by hand and stopped at `stopped_at`
+    (what it yields to the event loop): what `await` would have done from there."""
+    while True:
+        try:
+            value = yield stopped_at
+        except BaseException as error:  # cancelled, or closed
+            try:
+                stopped_at = coroutine.throw(error)
+            except StopIteration:
+                return
+        else:
+            try:
+                stopped_at = coroutine.send(value)
+            except StopIteration:
+                return
 
 
 def new_request_id() -> str:

@@ -9,7 +9,8 @@ model, so this module does only those four things, with httptools' C parser (uvi
 the answer.
 
 Waiting for chunks returns every chunk that has arrived, so a relay that fell behind catches
-up without a wait per chunk. Reading pauses when more than `_HIGH_WATER` bytes wait for the
+up without a wait per chunk; a reader may also take the chunks that arrive while it waits in
+the connection's own callback (`UpstreamResponse.push`), without being woken at all. Reading pauses when more than `_HIGH_WATER` bytes wait for the
 relay (a client reading slowly slows the instance's socket, not the gateway's memory). A pooled
 connection that the instance closed while idle is retried once on a fresh one when it fails
 before any byte of an answer came back: the instance never read that request.
@@ -48,11 +49,14 @@ class UpstreamResponse:
         "_connection",
         "_current",
         "_error",
+        "_heard",
         "_parts",
+        "_timer",
         "_waiter",
         "complete",
         "headers",
         "keep_alive",
+        "push",
         "status",
     )
 
@@ -69,6 +73,13 @@ class UpstreamResponse:
         self._error: BaseException | None = None  # the connection failed
         self._aborted: BaseException | None = None  # the reader gave up
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = 0.0  # loop time of the last chunk handed to `push`
+        # Set by a reader while it waits in `chunks`: a chunk that arrives then, with none
+        # queued before it, is offered to it here, in the connection's callback, and is
+        # only queued (and the reader woken) if it returns False. The relay writes a chunk
+        # this way without a task switch.
+        self.push: Callable[[bytes], bool] | None = None
 
     async def chunks(self, timeout: float | None = None) -> list[bytes]:
         """Every body chunk received and not yet taken, waiting up to `timeout` seconds
@@ -116,6 +127,11 @@ class UpstreamResponse:
             self._aborted = error
         self._wake()
 
+    def interrupt(self) -> None:
+        """Make a pending `chunks` return at once with what has arrived, maybe nothing
+        (the reader has something else to do first)."""
+        self._wake()
+
     def release(self) -> None:
         """Give the connection back to the pool if the answer is complete, else close it."""
         self._connection.finish(self, reusable=self.complete and self.keep_alive)
@@ -134,13 +150,27 @@ class UpstreamResponse:
     async def _wait(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        if timeout is not None:
+            self._heard = loop.time()
+            self._timer = loop.call_later(timeout, self._expire, waiter, timeout)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _expire(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        # The wait's time counts from the last chunk `push` took: chunks it took are not
+        # silence.
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._heard
+        if quiet < timeout:
+            self._timer = loop.call_later(timeout - quiet, self._expire, waiter, timeout)
+        else:
+            self._timer = None
+            _expire(waiter)
 
     def _body(self, data: bytes) -> None:
         if self._chunked:
@@ -154,6 +184,10 @@ class UpstreamResponse:
         if self._current:
             part = self._current[0] if len(self._current) == 1 else b"".join(self._current)
             self._current.clear()
+            if self.push is not None and not self._parts and self.push(part):
+                if self._timer is not None:
+                    self._heard = asyncio.get_running_loop().time()
+                return
             self._parts.append(part)
             self._buffered += len(part)
             self._wake()
