@@ -38,28 +38,34 @@ def one_message(chunk: bytes):
     return message
 
 
-def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
-    sm = gateway.sm()
-    create_synthetic_endpoint(sm, "framing", delay_ms=0)
-    url = f"{gateway.url}/endpoints/framing/invocations-response-stream"
-    body = tgi_body(tokens=TOKENS)
+def read_late(gateway, endpoint: str, tokens: int, pause: float) -> list:
+    """Stream `tokens` tokens from `endpoint` over a socket with a small receive buffer that
+    starts reading only after `pause` seconds; the event-stream messages, one per HTTP chunk
+    (each checked to be exactly one message)."""
+    url = f"{gateway.url}/endpoints/{endpoint}/invocations-response-stream"
+    body = tgi_body(tokens=tokens)
     headers = signed_headers(url, body, {"Content-Type": "application/json"})
     host, port = gateway.url.removeprefix("http://").split(":")
     with socket.socket() as sock:
-        # A small receive buffer and a pause before reading: the instance runs ahead, its
-        # chunks wait in the gateway, and the relay takes several at a time.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((host, int(port)))
-        head = f"POST /endpoints/framing/invocations-response-stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        head = f"POST /endpoints/{endpoint}/invocations-response-stream HTTP/1.1\r\n"
+        head += f"Host: {host}:{port}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
         sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
-        time.sleep(1.0)
+        time.sleep(pause)
         raw = b""
         sock.settimeout(30)
         while data := sock.recv(65536):
             raw += data
-    chunks = http_chunks(raw)
-    events = [one_message(chunk) for chunk in chunks]
+    return [one_message(chunk) for chunk in http_chunks(raw)]
+
+
+def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
+    # The instance runs ahead of a client that pauses, its chunks wait in the gateway, and
+    # the relay takes several at a time.
+    create_synthetic_endpoint(gateway.sm(), "framing", delay_ms=0)
+    events = read_late(gateway, "framing", TOKENS, pause=1.0)
     assert all(event.headers[":event-type"] == "PayloadPart" for event in events)
     assert b"".join(event.payload for event in events).count(b"data:") == TOKENS
 
@@ -70,28 +76,12 @@ def test_a_client_reading_slower_than_the_instance_gets_every_token_in_order(gat
     # to the relay's task), and every token must still arrive once, in order, one
     # PayloadPart per HTTP chunk.
     tokens = 20_000
-    sm = gateway.sm()
     create_synthetic_endpoint(
-        sm,
+        gateway.sm(),
         "slowread",
         environment={"HF_MODEL_ID": "synthetic:0", "MAX_TOTAL_TOKENS": str(tokens + 16)},
     )
-    url = f"{gateway.url}/endpoints/slowread/invocations-response-stream"
-    body = tgi_body(tokens=tokens)
-    headers = signed_headers(url, body, {"Content-Type": "application/json"})
-    host, port = gateway.url.removeprefix("http://").split(":")
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((host, int(port)))
-        head = f"POST /endpoints/slowread/invocations-response-stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
-        sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
-        time.sleep(1.5)  # the socket's buffers fill, and the gateway's writes wait
-        raw = b""
-        sock.settimeout(30)
-        while data := sock.recv(65536):
-            raw += data
-    events = [one_message(chunk) for chunk in http_chunks(raw)]
+    events = read_late(gateway, "slowread", tokens, pause=1.5)
     assert all(event.headers[":event-type"] == "PayloadPart" for event in events)
     lines = b"".join(event.payload for event in events).split(b"\n\n")
     indexes = [json.loads(line[len(b"data:") :])["index"] for line in lines if line]
