@@ -239,7 +239,6 @@ class _Authorization:
     terminator: str
     signed_headers: tuple[str, ...]
     canonical_names: tuple[str, ...]  # the signed headers sorted, each once
-    signed_list: str  # and joined with ";", as the canonical request lists them
 
 
 def verify(
@@ -478,7 +477,6 @@ def _parse_fields(value: str, *, dated: bool) -> tuple[_Authorization, str]:
         terminator=terminator,
         signed_headers=signed_headers,
         canonical_names=tuple(sorted(set(signed_headers))),
-        signed_list=";".join(sorted(set(signed_headers))),
     )
     return authorization, parameters["Signature"]
 
