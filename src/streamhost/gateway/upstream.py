@@ -10,10 +10,11 @@ the answer.
 
 Waiting for chunks returns every chunk that has arrived, so a relay that fell behind catches
 up without a wait per chunk; a reader may also take the chunks that arrive while it waits in
-the connection's own callback (`UpstreamResponse.push`), without being woken at all. Reading pauses when more than `_HIGH_WATER` bytes wait for the
-relay (a client reading slowly slows the instance's socket, not the gateway's memory). A pooled
-connection that the instance closed while idle is retried once on a fresh one when it fails
-before any byte of an answer came back: the instance never read that request.
+the connection's own callback (`UpstreamResponse.push`), without being woken at all. Reading
+pauses when more than `_HIGH_WATER` bytes wait for the relay (a client reading slowly slows
+the instance's socket, not the gateway's memory). A pooled connection that the instance
+closed while idle is retried once on a fresh one when it fails before any byte of an answer
+came back: the instance never read that request.
 """
 
 from __future__ import annotations
