@@ -74,7 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
