@@ -75,7 +75,7 @@ class UpstreamResponse:
         self._aborted: BaseException | None = None  # the reader gave up
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._heard = 0.0  # loop time of the last chunk handed to `push`
+        self._heard = 0.0  # loop time the wait began or `push` last took a chunk
         # Set by a reader while it waits in `chunks`: a chunk that arrives then, with none
         # queued before it, is offered to it here, in the connection's callback, and is
         # only queued (and the reader woken) if it returns False. The relay writes a chunk
@@ -153,7 +153,7 @@ class UpstreamResponse:
         waiter = self._waiter = loop.create_future()
         if timeout is not None:
             self._heard = loop.time()
-            self._timer = loop.call_later(timeout, self._expire, waiter, timeout)
+            self._timer = loop.call_later(timeout, self._silence_check, waiter, timeout)
         try:
             await waiter
         finally:
@@ -162,13 +162,13 @@ class UpstreamResponse:
                 self._timer.cancel()
                 self._timer = None
 
-    def _expire(self, waiter: asyncio.Future[None], timeout: float) -> None:
+    def _silence_check(self, waiter: asyncio.Future[None], timeout: float) -> None:
         # The wait's time counts from the last chunk `push` took: chunks it took are not
         # silence.
         loop = asyncio.get_running_loop()
         quiet = loop.time() - self._heard
         if quiet < timeout:
-            self._timer = loop.call_later(timeout - quiet, self._expire, waiter, timeout)
+            self._timer = loop.call_later(timeout - quiet, self._silence_check, waiter, timeout)
         else:
             self._timer = None
             _expire(waiter)
