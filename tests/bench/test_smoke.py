@@ -48,4 +48,8 @@ def test_every_scenario_runs_in_smoke_mode(tmp_path):
         assert (tmp_path / f"{name}.md").exists()
     server = json.loads((tmp_path / "server.json").read_text())
     assert {row[1] for row in server["rows"]} >= {"streamhost"}
+    gateway = json.loads((tmp_path / "gateway.json").read_text())
+    steady = [row for row in gateway["rows"] if row[0] == "synthetic:5 steady"]
+    assert {row[2] for row in steady} >= {"direct", "gateway"}
+    assert all(row[3] > 0 and row[6] > 0 for row in steady)  # a TTFB and a rate each
     assert list(tmp_path.glob("*.png"))

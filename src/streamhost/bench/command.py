@@ -125,6 +125,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     capacity_tokens=50 if args.smoke else 1000,
                     single_rounds=2 if args.smoke else 10,
                     ttfb_streams=3 if args.smoke else 60,
+                    steady=(2, 5, 2) if args.smoke else (32, 64, 10),
                     nginx=not args.no_peer,
                 )
                 tables.append(relay.run_relay(options, progress=progress))

@@ -4,7 +4,10 @@ and through nginx as a plain reverse proxy, side by side on this machine.
 Scenarios (each repeated, interleaved, medians reported):
   * `synthetic:5` (a token every 5 ms), 1 and 64 concurrent streams of 200 tokens:
     TTFB (request sent → first token) and inter-chunk gaps, per path. At 1 stream the TTFB
-    comes from 60 short streams per repeat, the paths taking turns.
+    comes from 60 short streams per repeat, the paths taking turns; the 64 start at once.
+  * `synthetic:5` steady, the suite's default load: 32 clients in a closed loop, each
+    running 64-token streams back to back, their starts spread over one stream's length so
+    requests arrive steadily rather than in waves (each client's first stream not counted).
   * relay capacity: a minimal fake container that writes pre-rendered SSE chunks as fast
     as it can, 64 streams of 1000 chunks: events/s each path delivers.
 The gateway runs with SigV4 on (requests are signed once per run and replayed, so the
@@ -33,6 +36,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 
 import aiohttp
 import boto3
@@ -259,6 +263,31 @@ async def scenario(target: dict, concurrency: int, body: bytes, rounds: int = 1)
     return run
 
 
+async def steady(target: dict, concurrency: int, body: bytes, tokens: int, streams: int) -> Run:
+    """`concurrency` clients each running `streams` streams back to back, started at random
+    moments within one stream's length (`tokens` at 5 ms): a steady closed loop. Each client's
+    first stream warms its connection and is not counted."""
+    run = Run()
+    spread = tokens * 0.005
+    random = Random(concurrency)
+
+    async def client(session: aiohttp.ClientSession, delay: float) -> tuple[float, float]:
+        await asyncio.sleep(delay)
+        headers = target["headers"](body)
+        await one_stream(session, target["url"], headers, body, target["kind"], Run())
+        started = time.perf_counter()
+        for _ in range(streams - 1):
+            await one_stream(session, target["url"], headers, body, target["kind"], run)
+        return started, time.perf_counter()
+
+    async with client_session() as session:
+        spans = await asyncio.gather(
+            *(client(session, random.uniform(0, spread)) for _ in range(concurrency))
+        )
+    run.seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+    return run
+
+
 async def ttfb_series(targets: dict, body: bytes, streams: int) -> dict[str, list[float]]:
     """TTFB of `streams` sequential short streams per path, the paths in turn."""
     samples: dict[str, list[float]] = {path: [] for path in targets}
@@ -410,6 +439,7 @@ class RelayOptions:
     capacity_tokens: int = 1000
     single_rounds: int = 10
     ttfb_streams: int = 60  # short streams per path and repeat for the 1-stream TTFB
+    steady: tuple[int, int, int] = (32, 64, 10)  # clients, tokens, streams each; 0 clients: none
     nginx: bool = True
 
 
@@ -467,13 +497,21 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
 
             results: dict[tuple[str, int, str], list[Run]] = {}
             plans = [("synthetic:5", "synthetic", c, args.tokens) for c in levels]
+            clients, steady_tokens, streams_each = args.steady
+            if clients:
+                plans.append(("synthetic:5 steady", "synthetic", clients, steady_tokens))
             plans.append(("relay capacity", "fake", 64, args.capacity_tokens))
             for repeat in range(args.repeats):
                 for label, name, concurrency, tokens in plans:
                     # A single stream gives one TTFB sample: run several in a row.
                     rounds = args.single_rounds if concurrency == 1 else 1
                     for path, target in targets(name).items():
-                        run = asyncio.run(scenario(target, concurrency, body(tokens), rounds))
+                        if label.endswith("steady"):
+                            run = asyncio.run(
+                                steady(target, concurrency, body(tokens), tokens, streams_each)
+                            )
+                        else:
+                            run = asyncio.run(scenario(target, concurrency, body(tokens), rounds))
                         results.setdefault((label, concurrency, path), []).append(run)
                     if concurrency == 1 and args.ttfb_streams:
                         # The 1-stream TTFB from many short streams, the paths taking turns, so
