@@ -359,9 +359,7 @@ def _verify_usual(
             day = datetime(int(date[0:4]), int(date[4:6]), int(date[6:8]), tzinfo=timezone.utc)
         except ValueError:
             return None
-        if len(_midnights) >= 64:
-            _midnights.clear()
-        midnight = _midnights[date] = int(day.timestamp())
+        midnight = _remember(_midnights, date, int(day.timestamp()), 64)
     hour, minute, second = int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15])
     if hour > 23 or minute > 59 or second > 59:
         return None
@@ -425,9 +423,7 @@ def _parse_authorization(value: str, headers: Mapping[str, str]) -> tuple[_Autho
             authorization, parsed_signature = _parse_fields(value, dated=True)
             if parsed_signature != signature:
                 return authorization, parsed_signature
-            if len(_authorizations) >= 1024:
-                _authorizations.clear()
-            _authorizations[prefix] = authorization
+            _remember(_authorizations, prefix, authorization, 1024)
         return authorization, signature
     return _parse_fields(value, dated=True)
 
@@ -672,10 +668,7 @@ class _ClientSigner(SigV4Auth):
     def _normalize_url_path(self, path: str) -> str:
         normalized = self._paths.get(path)
         if normalized is None:
-            normalized = super()._normalize_url_path(path)
-            if len(self._paths) >= 256:
-                self._paths.clear()
-            self._paths[path] = normalized
+            normalized = _remember(self._paths, path, super()._normalize_url_path(path), 256)
         return normalized
 
     def _sign(self, key: bytes, msg: str, hex: bool = False):
@@ -684,19 +677,14 @@ class _ClientSigner(SigV4Auth):
             # HMAC state (the same all day) copied rather than keyed again.
             keyed = self._macs.get(key)
             if keyed is None:
-                if len(self._macs) >= 64:
-                    self._macs.clear()
-                keyed = self._macs[key] = hmac.new(key, digestmod=_sha256)
+                keyed = _remember(self._macs, key, hmac.new(key, digestmod=_sha256), 64)
             mac = keyed.copy()
             mac.update(msg.encode("utf-8"))
             return mac.hexdigest()
         # The signing-key chain (date, region, service, "aws4_request"): the same all day.
         derived = self._keys.get((key, msg))
         if derived is None:
-            derived = super()._sign(key, msg)
-            if len(self._keys) >= 64:
-                self._keys.clear()
-            self._keys[(key, msg)] = derived
+            derived = _remember(self._keys, (key, msg), super()._sign(key, msg), 64)
         return derived
 
 
@@ -713,16 +701,21 @@ def _signer(credential: StoredCredential, service: str, region: str) -> _ClientS
     )
     signer = _signers.get(key)
     if signer is None:
-        if len(_signers) >= 1024:  # scopes a client chose: bounded
-            _signers.clear()
-        signer = _signers[key] = _ClientSigner(
-            Credentials(
-                credential.access_key_id, credential.secret_access_key, credential.session_token
-            ),
-            service,
-            region,
+        credentials = Credentials(
+            credential.access_key_id, credential.secret_access_key, credential.session_token
         )
+        # Scopes a client chose: bounded.
+        signer = _remember(_signers, key, _ClientSigner(credentials, service, region), 1024)
     return signer
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any, limit: int) -> Any:
+    """Store `value` under `key` in `memo` and return it; a memo that holds `limit` entries
+    is emptied first (its keys come from what clients send, so it stays bounded)."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _expected_signature(
