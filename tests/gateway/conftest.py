@@ -234,6 +234,27 @@ def targz(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy (its value is returned), failing after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def error_of(raised: pytest.ExceptionInfo) -> tuple[int, str, str]:
+    """(HTTP status, error code, message) of a botocore `ClientError`."""
+    response = raised.value.response
+    return (
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Code"],
+        response["Error"]["Message"],
+    )
+
+
 def payload_bytes(response: dict[str, Any]) -> bytes:
     """Every PayloadPart of a boto3 response stream, concatenated."""
     return b"".join(

@@ -26,6 +26,7 @@ from .conftest import (
     client,
     create_synthetic_endpoint,
     delete_endpoint,
+    error_of,
     payload_bytes,
     tgi_body,
 )
@@ -46,15 +47,6 @@ def signed_post(
             return response.status, dict(response.headers), json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), json.loads(error.read() or b"{}")
-
-
-def error_of(raised: pytest.ExceptionInfo) -> tuple[int, str, str]:
-    response = raised.value.response
-    return (
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-    )
 
 
 def still_serving(gateway, endpoint: str = "steady") -> None:

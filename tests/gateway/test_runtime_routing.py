@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import time
 import urllib.request
 
 import pytest
@@ -19,6 +18,7 @@ from .conftest import (
     delete_endpoint,
     payload_bytes,
     tgi_body,
+    wait_for,
 )
 
 
@@ -32,16 +32,6 @@ def metric(record, name: str) -> float:
         text = r.read().decode()
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def new_session(smr, endpoint: str) -> str:

@@ -229,6 +229,10 @@ class RuntimePlane:
         if self._http is None:
             self._http = UpstreamPool(connect_timeout=self.settings.connect_timeout)
 
+    def connections(self) -> dict[str, int]:
+        """Open and idle connections to the instances (for tests and leak checks)."""
+        return self._http.stats() if self._http is not None else {"open": 0, "idle": 0}
+
     async def close(self) -> None:
         """Close the pooled connections."""
         if self._http is not None:
