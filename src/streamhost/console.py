@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -423,6 +425,60 @@ def run_chat(
     return 0
 
 
+# -- child processes -------------------------------------------------------------------------
+
+
+class Stop(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: shut down."""
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Turn SIGINT, SIGTERM and SIGHUP into `Stop`; once stopping, further ones are counted in
+    the yielded list (a second Ctrl-C hurries the shutdown) instead of interrupting it. Set
+    whatever the signals' inherited handling (a shell starts background jobs with SIGINT
+    ignored), so that each of them stops what the command started."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Stop(signum)
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
+    previous = {s: signal.signal(s, handler) for s in stops}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent() -> Callable[[], None] | None:
+    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when this process
+    dies, even by SIGKILL, so that a killed ``up`` or ``ui`` leaves no gateway or UI behind
+    (each stops what it started on SIGTERM). Linux only; elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        # Runs between fork and exec while the spinner's thread lives: it only makes system
+        # calls (no lock another thread could hold at the fork).
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
 # -- the UI ----------------------------------------------------------------------------------
 
 
@@ -449,22 +505,28 @@ def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
 
 
 def run_ui(gateway_url: str, *, port: int = 8501, endpoint: str = DEFAULT_ENDPOINT) -> int:
-    """``streamhost ui``: serve the chat UI until Ctrl-C."""
+    """``streamhost ui``: serve the chat UI until Ctrl-C, SIGTERM or SIGHUP (exit status 128 +
+    the signal's number), stopping the Streamlit server with it."""
     env = {**os.environ, GATEWAY_URL_ENV: gateway_url, ENDPOINT_ENV: endpoint}
     Console(stderr=True).print(
         f"Chat UI on [bold]http://127.0.0.1:{port}[/] (gateway {gateway_url}); Ctrl-C stops it."
     )
-    process = subprocess.Popen(streamlit_command(port), env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
+    process = None
+    with stop_signals():
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return 130
+            process = subprocess.Popen(
+                streamlit_command(port), env=env, preexec_fn=exit_with_parent()
+            )
+            return process.wait()
+        except Stop as stop:
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            return 128 + stop.args[0]
 
 
 # -- argparse glue ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -24,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,12 @@ from streamhost.client import credentials_file, load_credentials, sagemaker_clie
 from streamhost.console import (
     CommandError,
     DeploySpec,
+    Stop,
     delete_endpoint,
     deploy,
+    exit_with_parent,
     model_reference,
+    stop_signals,
     streamlit_command,
     wait_for_endpoint,
 )
@@ -56,10 +58,6 @@ _UI_START_TIMEOUT = 60.0
 # The gateway stops its instances on the way out (drain, then SIGTERM, then SIGKILL).
 _GATEWAY_STOP_TIMEOUT = 75.0
 _UI_STOP_TIMEOUT = 10.0
-
-
-class _Stop(Exception):
-    """SIGINT, SIGTERM or SIGHUP arrived: shut down."""
 
 
 def ensure_credentials(path: Path | None = None) -> dict[str, str]:
@@ -166,37 +164,12 @@ def _start(
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_exit_with_parent(),
+                    preexec_fn=exit_with_parent(),
                 ),
                 log,
             )
         )
     return children[-1]
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _exit_with_parent() -> Callable[[], None] | None:
-    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when ``up`` dies, even
-    by SIGKILL, so that a killed ``up`` leaves no gateway or UI behind (each stops what it
-    started on SIGTERM). Linux only; elsewhere None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        # Runs between fork and exec while the spinner's thread lives: it only makes system
-        # calls (no lock another thread could hold at the fork).
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if os.getppid() != parent:  # up died before the request took effect
-            os._exit(1)
-
-    return set_death_signal
 
 
 def _wait_ready(child: _Child, url: str, timeout: float) -> None:
@@ -243,26 +216,6 @@ def _running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """Turn SIGINT, SIGTERM and SIGHUP into ``_Stop``; once stopping, further ones are counted in
-    the yielded list (a second Ctrl-C hurries the shutdown) instead of interrupting it."""
-    received: list[int] = []
-
-    def handler(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise _Stop(signum)
-
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
-    previous = {s: signal.signal(s, handler) for s in stops}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> str:
@@ -366,10 +319,10 @@ def run_up(
     children: list[_Child] = []
     gateway_url = f"http://{HOST}:{port}"
     status = 1
-    with _stop_signals() as received:
+    with stop_signals() as received:
         try:
             _serve(port, ui_port, model, api, no_ui, state, console, children)
-        except _Stop:
+        except Stop:
             say("\nStopping…")
             status = 0
         except CommandError as error:
@@ -393,7 +346,7 @@ def _stop_all(children: list[_Child], hurry: Callable[[], bool]) -> None:
                 timeout = _GATEWAY_STOP_TIMEOUT if child.name == "gateway" else _UI_STOP_TIMEOUT
                 _stop(child, timeout, hurry)
             return
-        except _Stop:
+        except Stop:
             continue
 
 

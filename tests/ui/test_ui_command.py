@@ -1,14 +1,18 @@
-"""``streamhost ui`` serves the chat UI and Ctrl-C stops it with everything it started."""
+"""``streamhost ui`` serves the chat UI, and Ctrl-C, SIGTERM (a service manager's stop) or
+even SIGKILL stops it with everything it started."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import time
+
+import pytest
 
 from .conftest import Gateway, descendants, free_port, running, streamhost_command, wait_for
 
 
-def test_ui_serves_until_ctrl_c(ui_gateway: Gateway) -> None:
+def start_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [*streamhost_command("ui"), "--port", str(port), "--gateway", ui_gateway.url],
@@ -16,14 +20,43 @@ def test_ui_serves_until_ctrl_c(ui_gateway: Gateway) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # As a shell starts a background job: the command must not rely on inheriting the
+        # default SIGINT handling.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+    return process, port
+
+
+def gone(processes: list, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while running(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not running(processes)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None:
+    process, port = start_ui(ui_gateway)
     try:
         wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
         family = descendants(process.pid)
         assert family, "streamlit runs as a child"
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         status = process.wait(30)
-    assert status == 130
+    assert status == 128 + signum
     assert f"http://127.0.0.1:{port}" in process.stderr.read()
-    assert not running(family)
+    assert gone(family), [p.pid for p in running(family)]
+
+
+def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: Gateway) -> None:
+    process, port = start_ui(ui_gateway)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
+        family = descendants(process.pid)
+        assert family, "streamlit runs as a child"
+    finally:
+        process.kill()  # no chance to stop its child: the kernel tells the child instead
+        process.wait(30)
+        process.stderr.close()
+    assert gone(family), [p.pid for p in running(family)]
