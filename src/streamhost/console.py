@@ -470,8 +470,8 @@ def exit_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def set_death_signal() -> None:
-        # Runs between fork and exec while the spinner's thread lives: it only makes system
-        # calls (no lock another thread could hold at the fork).
+        # Runs between fork and exec, maybe while another thread lives (up's spinner): it
+        # only makes system calls (no lock another thread could hold at the fork).
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)

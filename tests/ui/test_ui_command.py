@@ -12,7 +12,10 @@ import pytest
 from .conftest import Gateway, descendants, free_port, running, streamhost_command, wait_for
 
 
-def start_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int]:
+def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
+    """`streamhost ui` started as a shell starts a background job (SIGINT ignored: the command
+    must not rely on inheriting its default handling), once the UI answers: the process, its
+    port and the processes it started."""
     port = free_port()
     process = subprocess.Popen(
         [*streamhost_command("ui"), "--port", str(port), "--gateway", ui_gateway.url],
@@ -20,11 +23,17 @@ def start_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        # As a shell starts a background job: the command must not rely on inheriting the
-        # default SIGINT handling.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    return process, port
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
+        family = descendants(process.pid)
+        assert family, "streamlit runs as a child"
+    except BaseException:
+        process.kill()
+        process.wait(30)
+        raise
+    return process, port, family
 
 
 def gone(processes: list, timeout: float = 15.0) -> bool:
@@ -36,27 +45,17 @@ def gone(processes: list, timeout: float = 15.0) -> bool:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None:
-    process, port = start_ui(ui_gateway)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
-        family = descendants(process.pid)
-        assert family, "streamlit runs as a child"
-    finally:
-        process.send_signal(signum)
-        status = process.wait(30)
+    process, port, family = serving_ui(ui_gateway)
+    process.send_signal(signum)
+    status = process.wait(30)
     assert status == 128 + signum
     assert f"http://127.0.0.1:{port}" in process.stderr.read()
     assert gone(family), [p.pid for p in running(family)]
 
 
 def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: Gateway) -> None:
-    process, port = start_ui(ui_gateway)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
-        family = descendants(process.pid)
-        assert family, "streamlit runs as a child"
-    finally:
-        process.kill()  # no chance to stop its child: the kernel tells the child instead
-        process.wait(30)
-        process.stderr.close()
+    process, _, family = serving_ui(ui_gateway)
+    process.kill()  # no chance to stop its child: the kernel tells the child instead
+    process.wait(30)
+    process.stderr.close()
     assert gone(family), [p.pid for p in running(family)]
