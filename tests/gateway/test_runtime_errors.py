@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from .conftest import (
     error_of,
     payload_bytes,
     tgi_body,
+    wait_for,
 )
 
 SIX_MIB = 6 * 1024 * 1024
@@ -47,6 +49,18 @@ def signed_post(
             return response.status, dict(response.headers), json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), json.loads(error.read() or b"{}")
+
+
+def refused(port: int) -> bool:
+    """Whether nothing listens on a loopback port any more (a request would meet a closed
+    door, not a dying process: that one is a 424)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def still_serving(gateway, endpoint: str = "steady") -> None:
@@ -141,9 +155,11 @@ def test_a_container_error_is_a_424_model_error_with_its_original_status(steady)
 
 def test_no_healthy_instance_is_503_service_unavailable(steady):
     (record,) = steady.app.store.list_instances("steady")
+    smr = steady.smr()  # made first: on a busy machine, making it outlasts the replacement
     os.kill(record.pid, signal.SIGKILL)
+    wait_for(lambda: refused(record.port), 10, "the instance's port to close")
     with pytest.raises(ClientError) as raised:
-        steady.smr().invoke_endpoint(EndpointName="steady", Body=tgi_body(stream=False))
+        smr.invoke_endpoint(EndpointName="steady", Body=tgi_body(stream=False))
     assert error_of(raised)[:2] == (503, "ServiceUnavailable")
     steady.sm().get_waiter("endpoint_in_service").wait(EndpointName="steady")
     deadline = time.monotonic() + 30
