@@ -47,7 +47,11 @@ def gone(processes: list, timeout: float = 15.0) -> bool:
 def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None:
     process, port, family = serving_ui(ui_gateway)
     process.send_signal(signum)
-    status = process.wait(30)
+    try:
+        status = process.wait(30)
+    finally:
+        if process.poll() is None:  # it did not stop: leave nothing running either way
+            process.kill()
     assert status == 128 + signum
     assert f"http://127.0.0.1:{port}" in process.stderr.read()
     assert gone(family), [p.pid for p in running(family)]
