@@ -100,6 +100,14 @@ def running(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
+def still_running(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of `processes` still running after waiting up to `timeout` seconds for all."""
+    deadline = time.monotonic() + timeout
+    while running(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running(processes)
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 60.0) -> list[psutil.Process]:
     """SIGTERM ``process`` and wait; return its descendants that outlived it (then kill them)."""
     family = descendants(process.pid)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
-from .conftest import Gateway, descendants, free_port, running, streamhost_command, wait_for
+from .conftest import Gateway, descendants, free_port, still_running, streamhost_command, wait_for
 
 
 def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
@@ -36,13 +35,6 @@ def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
     return process, port, family
 
 
-def gone(processes: list, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while running(processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not running(processes)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None:
     process, port, family = serving_ui(ui_gateway)
@@ -54,7 +46,8 @@ def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None
             process.kill()
     assert status == 128 + signum
     assert f"http://127.0.0.1:{port}" in process.stderr.read()
-    assert gone(family), [p.pid for p in running(family)]
+    left = still_running(family, 15)
+    assert not left, [p.pid for p in left]
 
 
 def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: Gateway) -> None:
@@ -62,4 +55,5 @@ def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: Gateway) -> None
     process.kill()  # no chance to stop its child: the kernel tells the child instead
     process.wait(30)
     process.stderr.close()
-    assert gone(family), [p.pid for p in running(family)]
+    left = still_running(family, 15)
+    assert not left, [p.pid for p in left]

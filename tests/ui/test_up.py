@@ -17,7 +17,7 @@ import pytest
 
 from streamhost.client import stream_text
 
-from .conftest import descendants, free_port, http_ok, running, streamhost_command, tiny_cache
+from .conftest import descendants, free_port, http_ok, still_running, streamhost_command, tiny_cache
 
 READY_LINE = "Ctrl-C stops everything."
 
@@ -99,10 +99,8 @@ def test_up_serves_a_streamed_invocation_and_sigint_stops_everything(
                 process.kill()
             stderr.close()
     assert status == 0, (tmp_path / "up.stderr").read_text()
-    deadline = time.monotonic() + 10
-    while running(family) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not running(family), [p.pid for p in running(family)]
+    left = still_running(family, 10)
+    assert not left, [p.pid for p in left]
     assert "Stopped." in (tmp_path / "up.stderr").read_text()
 
 
@@ -130,7 +128,5 @@ def test_up_killed_outright_leaves_no_process_behind(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait(30)
-    deadline = time.monotonic() + 60
-    while running(family) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not running(family), [" ".join(p.cmdline()) for p in running(family)]
+    left = still_running(family, 60)
+    assert not left, [" ".join(p.cmdline()) for p in left]
