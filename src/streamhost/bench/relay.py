@@ -496,17 +496,18 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
                 ).encode()
 
             results: dict[tuple[str, int, str], list[Run]] = {}
-            plans = [("synthetic:5", "synthetic", c, args.tokens) for c in levels]
+            # (label, instance, concurrency, tokens, whether a steady closed loop)
+            plans = [("synthetic:5", "synthetic", c, args.tokens, False) for c in levels]
             clients, steady_tokens, streams_each = args.steady
             if clients:
-                plans.append(("synthetic:5 steady", "synthetic", clients, steady_tokens))
-            plans.append(("relay capacity", "fake", 64, args.capacity_tokens))
+                plans.append(("synthetic:5 steady", "synthetic", clients, steady_tokens, True))
+            plans.append(("relay capacity", "fake", 64, args.capacity_tokens, False))
             for repeat in range(args.repeats):
-                for label, name, concurrency, tokens in plans:
+                for label, name, concurrency, tokens, closed_loop in plans:
                     # A single stream gives one TTFB sample: run several in a row.
                     rounds = args.single_rounds if concurrency == 1 else 1
                     for path, target in targets(name).items():
-                        if label.endswith("steady"):
+                        if closed_loop:
                             run = asyncio.run(
                                 steady(target, concurrency, body(tokens), tokens, streams_each)
                             )
@@ -565,7 +566,7 @@ def report(results: dict, plans: list) -> Table:
             "events/s / direct",
         ],
     )
-    for label, _, concurrency, _ in plans:
+    for label, _, concurrency, _, _ in plans:
         direct = results[(label, concurrency, "direct")]
         for path in ("direct", "gateway", "nginx"):
             runs = results.get((label, concurrency, path))
