@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +83,34 @@ def test_disconnecting_client_cancels_its_generation(small_server):
         time.sleep(0.02)
     assert engine.active_requests == 0 and engine.metrics.batch_size == 0
     assert engine.metrics.finish_reasons["cancelled"] >= 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/generate_stream", "/invocations", "/v1/chat/completions", "/tokenize"]
+)
+def test_a_client_gone_before_its_body_ends_is_no_error(small_server, path):
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with socket.create_connection(("127.0.0.1", small_server.port)) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer s3cret\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                '{"inputs": '.encode()
+            )
+            time.sleep(0.2)  # the handler is waiting for the rest of the body
+        time.sleep(1.0)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert [record.getMessage() for record in errors] == []
+    r = httpx.post(
+        small_server.url + "/generate",
+        json={"inputs": "a", "parameters": {"max_new_tokens": 1}},
+        headers=AUTH,
+    )
+    assert r.status_code == 200
 
 
 def test_wrong_content_shapes_are_json_errors(small_server):

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -178,6 +178,11 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
                 return _error_response(api, exc)
             except EngineError as exc:
                 return _error_response(api, _engine_error(exc))
+            except ClientDisconnect:
+                # Gone before its body ended: there is no request to answer, nor anyone to
+                # answer (499: nginx's "client closed request"; uvicorn sends nothing).
+                log.debug("%s: the client left before its request body ended", request.url.path)
+                return Response(status_code=499)
 
         return endpoint
 
