@@ -63,6 +63,7 @@ def _gateway(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             stream_timeout=args.stream_timeout,
             idle_timeout=args.idle_timeout,
+            request_timeout=args.request_timeout,
             keep_instances=args.keep_instances,
         )
     except SettingsError as exc:
@@ -245,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="longest silence from a model, before or within its answer (default 60)",
+    )
+    gateway.add_argument(
+        "--request-timeout",
+        type=float,
+        default=60.0,
+        help="longest a client may take to send a whole request, headers and body; a "
+        "slower one is answered 408 RequestTimeoutException (default 60)",
     )
     gateway.add_argument(
         "--keep-instances",

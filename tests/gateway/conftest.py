@@ -23,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from streamhost.gateway.app import GatewayApp, create_gateway_app
+from streamhost.gateway.app import GatewayApp, create_gateway_app, server_config
 from streamhost.gateway.settings import GatewaySettings
 from streamhost.gateway.sigv4 import CredentialStore
 from streamhost.gateway.store import sqlite_url
@@ -64,8 +64,7 @@ class LiveGateway:
         self.settings = GatewaySettings(**values)
         self.app: GatewayApp = create_gateway_app(self.settings)
         self.url = f"http://127.0.0.1:{values['port']}"
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(self.settings, self.app, log_level="warning"))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
         )

@@ -39,7 +39,14 @@ def test_gateway_help_explains_the_options_with_an_example(capsys):
         cli.main(["gateway", "--help"])
     assert raised.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--state", "--credentials", "--tls-cert", "--no-auth", "--stream-timeout"):
+    for option in (
+        "--state",
+        "--credentials",
+        "--tls-cert",
+        "--no-auth",
+        "--stream-timeout",
+        "--request-timeout",
+    ):
         assert option in out
     assert "Example:" in out
 
@@ -52,6 +59,7 @@ def test_gateway_help_explains_the_options_with_an_example(capsys):
         (["--tls-cert", "/nonexistent.pem"], "--tls-cert and --tls-key go together"),
         (["--credentials", "/nonexistent/credentials"], "Cannot read credentials file"),
         (["--account", "42"], "--account must be 12 digits"),
+        (["--request-timeout", "0"], "--request-timeout must be positive, got 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(no_aws_env, capsys, args, message):

@@ -1,17 +1,22 @@
 """The stream route over HTTP/1.1 as clients other than boto3 use it, on a warm instance
 connection: `Expect: 100-continue`, chunked request bodies, pipelined requests, clients that
-leave before their body ends or mid-stream, and the usual AWS errors between streams."""
+leave before their body ends or mid-stream, and the usual AWS errors between streams; and
+clients too slow to send their request (the gateway's request deadline)."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from .conftest import (
+    LiveGateway,
     client,
     create_synthetic_endpoint,
     delete_endpoint,
@@ -193,3 +198,73 @@ def test_a_client_gone_mid_stream_frees_its_instance_and_connection(warm):
     wait_for(lambda: connections(warm) == {"open": 0, "idle": 0}, what="the connection to close")
     resp = warm.smr().invoke_endpoint_with_response_stream(EndpointName="warm", Body=tgi_body())
     assert b'"generated_text":"hello0 1 2 3 4 "' in payload_bytes(resp)
+
+
+@pytest.fixture
+def hasty(tmp_path: Path):
+    """A gateway that gives a client 1 s to send each request whole."""
+    live = LiveGateway(tmp_path / "state", request_timeout=1.0).start()
+    yield live
+    live.stop()
+
+
+def slow_client(gateway, sent: bytes) -> tuple[float, bytes]:
+    """Connect, send `sent` and nothing more; (seconds until the gateway closed, what it
+    answered)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gateway.settings.port), timeout=20) as sock:
+        sock.sendall(sent)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return time.monotonic() - started, answer
+
+
+def test_a_client_too_slow_to_send_its_request_is_answered_408(hasty):
+    body = tgi_body()
+    runtime = raw_request(hasty, body).replace(b"/endpoints/warm/", b"/endpoints/any/")
+    control = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
+        b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{"
+    )
+    for sent in (runtime[:40], runtime + body[:5], control):  # headers, then bodies, cut
+        seconds, answer = slow_client(hasty, sent)
+        assert 0.9 < seconds < 10
+        head, _, document = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert b"x-amzn-errortype: RequestTimeoutException" in head
+        assert b"connection: close" in head
+        assert json.loads(document) == {
+            "__type": "RequestTimeoutException",
+            "message": "The request did not arrive whole within 1 seconds.",
+        }
+    seconds, answer = slow_client(hasty, b"")  # a connection that never sends anything
+    assert 0.9 < seconds < 10 and answer == b""
+    # Nothing is left of them: no connection, no request task.
+    state = hasty.server.server_state
+    wait_for(lambda: not state.connections and not state.tasks, what="connections to end")
+
+
+def test_the_request_deadline_spares_long_streams_and_requests_queued_behind_them(hasty):
+    create_synthetic_endpoint(hasty.sm(), "warm")
+    long, short = tgi_body("long", tokens=300), tgi_body("short", tokens=2)  # 1.5 s, 10 ms
+    with socket.create_connection(("127.0.0.1", hasty.settings.port), timeout=30) as sock:
+        # A stream longer than the deadline, a request pipelined behind it in full, and a
+        # third whose body never comes, all at once: the first two are served whole, the
+        # third waits for them without being timed (uvicorn reads on while the first is
+        # answered), then gets its 408.
+        sock.sendall(
+            raw_request(hasty, long)
+            + long
+            + raw_request(hasty, short)
+            + short
+            + raw_request(hasty, short)
+            + short[:3]
+        )
+        stream = sock.makefile("rb")
+        first, second, third = (read_response(stream) for _ in range(3))
+    assert first[0] == 200 and b'"generated_text":"long0 1 2' in first[2]
+    assert b"299 " in first[2]
+    assert second[0] == 200 and b'"generated_text":"short0 1 "' in second[2]
+    assert third[0] == 408 and third[1]["x-amzn-errortype"] == "RequestTimeoutException"
+    delete_endpoint(hasty.sm(), "warm")

@@ -33,7 +33,7 @@ from .settings import GatewaySettings
 from .sigv4 import verify
 from .store import Store
 
-__all__ = ["GatewayApp", "create_gateway_app", "serve"]
+__all__ = ["GatewayApp", "create_gateway_app", "serve", "server_config"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,18 @@ def serve(settings: GatewaySettings, sock: Any = None, *, log_level: str = "info
     `settings.host`:`settings.port`)."""
     import uvicorn
 
-    config = uvicorn.Config(
-        create_gateway_app(settings),
+    config = server_config(settings, create_gateway_app(settings), log_level=log_level)
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
+
+
+def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str = "info") -> Any:
+    """uvicorn's configuration for serving `app` as `settings` say."""
+    import uvicorn
+
+    from .http import deadline_protocol
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -62,11 +72,12 @@ def serve(settings: GatewaySettings, sock: Any = None, *, log_level: str = "info
         # names no server software.
         proxy_headers=False,
         server_header=False,
+        # uvicorn's httptools protocol, with a deadline for a client to send each request.
+        http=deadline_protocol(settings.request_timeout),
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 class GatewayApp:

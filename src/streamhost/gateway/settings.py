@@ -53,6 +53,7 @@ class GatewaySettings:
     stream_timeout: float = 600.0
     idle_timeout: float = 60.0
     invoke_timeout: float = 60.0
+    request_timeout: float = 60.0  # for a client to send a request whole
     max_payload: int = MAX_PAYLOAD_BYTES
     keep_instances: bool = False  # leave instances running at exit, for the next gateway
     # The environment instances inherit (the gateway's own, captured once), and the
@@ -127,6 +128,7 @@ def build_settings(
     insecure: bool = False,
     stream_timeout: float = 600.0,
     idle_timeout: float = 60.0,
+    request_timeout: float = 60.0,
     keep_instances: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
@@ -138,7 +140,11 @@ def build_settings(
         raise SettingsError(f"--account must be 12 digits, got {account!r}")
     if not region or not all(c.isalnum() or c == "-" for c in region):
         raise SettingsError(f"--region {region!r} is not a region name")
-    for name, value in (("--stream-timeout", stream_timeout), ("--idle-timeout", idle_timeout)):
+    for name, value in (
+        ("--stream-timeout", stream_timeout),
+        ("--idle-timeout", idle_timeout),
+        ("--request-timeout", request_timeout),
+    ):
         if value <= 0:
             raise SettingsError(f"{name} must be positive, got {value:g}")
     if bool(tls_cert) != bool(tls_key):
@@ -173,6 +179,7 @@ def build_settings(
         tls_key=Path(tls_key).expanduser() if tls_key else None,
         stream_timeout=stream_timeout,
         idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
         keep_instances=keep_instances,
         instance_environment=env,
     )
