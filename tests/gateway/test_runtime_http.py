@@ -233,7 +233,7 @@ def test_a_client_too_slow_to_send_its_request_is_answered_408(hasty):
         head, _, document = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 ")
         assert b"x-amzn-errortype: RequestTimeoutException" in head
-        assert b"connection: close" in head
+        assert b"connection: close" in head and b"x-amzn-requestid: " in head
         assert json.loads(document) == {
             "__type": "RequestTimeoutException",
             "message": "The request did not arrive whole within 1 seconds.",

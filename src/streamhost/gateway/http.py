@@ -28,6 +28,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import AwsError
+from .runtime import new_request_id
 
 __all__ = ["deadline_protocol", "request_timeout"]
 
@@ -44,10 +45,12 @@ def request_timeout(timeout: float) -> AwsError:
 
 
 def _answer(error: AwsError) -> bytes:
+    """`error` (a 408) as a whole HTTP response, worded as `send_error` words errors."""
     body = orjson.dumps(error.to_response())
     head = [
         b"HTTP/1.1 408 Request Timeout",
         b"content-type: application/json",
+        b"x-amzn-requestid: %s" % new_request_id().encode(),
         b"content-length: %d" % len(body),
         b"connection: close",
     ]
@@ -57,7 +60,7 @@ def _answer(error: AwsError) -> bytes:
 
 def deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with the request deadline above (`uvicorn.Config(http=…)`)."""
-    answer = _answer(request_timeout(timeout))
+    error = request_timeout(timeout)
     period = timeout / _LOOKS
 
     class DeadlineProtocol(HttpToolsProtocol):
@@ -81,7 +84,7 @@ def deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
                 self._looks += 1
             else:
                 if unfinished is self.scope:
-                    self.transport.write(answer)  # a request has begun: it gets an answer
+                    self.transport.write(_answer(error))  # a request has begun: it is answered
                 self.transport.close()
                 return
             self._look = self.loop.call_later(period, self._check)
