@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from .conftest import (
     LiveGateway,
+    assert_no_instances_left,
     client,
     create_synthetic_endpoint,
     delete_endpoint,
@@ -204,8 +205,11 @@ def test_a_client_gone_mid_stream_frees_its_instance_and_connection(warm):
 def hasty(tmp_path: Path):
     """A gateway that gives a client 1 s to send each request whole."""
     live = LiveGateway(tmp_path / "state", request_timeout=1.0).start()
-    yield live
-    live.stop()
+    try:
+        yield live
+    finally:
+        live.stop()
+        assert_no_instances_left()
 
 
 def slow_client(gateway, sent: bytes) -> tuple[float, bytes]:
