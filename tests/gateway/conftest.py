@@ -114,14 +114,21 @@ def client(
     )
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
-    live = LiveGateway(tmp_path / "state").start()
+@contextlib.contextmanager
+def running_gateway(state_dir: Path, **overrides: Any) -> Iterator[LiveGateway]:
+    """A started `LiveGateway`; on leaving, it stops and no model server may be left."""
+    live = LiveGateway(state_dir, **overrides).start()
     try:
         yield live
     finally:
         live.stop()
         assert_no_instances_left()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
+    with running_gateway(tmp_path / "state") as live:
+        yield live
 
 
 def model_servers() -> list[psutil.Process]:

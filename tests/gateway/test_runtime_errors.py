@@ -21,13 +21,12 @@ from .conftest import (
     REGION,
     ROLE,
     SECRET_KEY,
-    LiveGateway,
-    assert_no_instances_left,
     client,
     create_synthetic_endpoint,
     delete_endpoint,
     error_of,
     payload_bytes,
+    running_gateway,
     tgi_body,
     wait_for,
 )
@@ -204,8 +203,7 @@ def test_an_image_streamhost_cannot_run_is_refused_at_create_model(steady):
 
 
 def test_streams_past_the_time_limit_end_with_model_invocation_time_exceeded(tmp_path):
-    live = LiveGateway(tmp_path / "state", stream_timeout=0.5, idle_timeout=0.4).start()
-    try:
+    with running_gateway(tmp_path / "state", stream_timeout=0.5, idle_timeout=0.4) as live:
         sm, smr = live.sm(), live.smr()
         create_synthetic_endpoint(sm, "slow", delay_ms=20)
         resp = smr.invoke_endpoint_with_response_stream(
@@ -228,16 +226,12 @@ def test_streams_past_the_time_limit_end_with_model_invocation_time_exceeded(tmp
             payload_bytes(resp)
         assert "sent nothing for 0.4 seconds" in raised.value.response["Error"]["Message"]
         delete_endpoint(sm, "silent")
-    finally:
-        live.stop()
-        assert_no_instances_left()
 
 
 def test_a_stream_longer_than_the_idle_limit_is_not_silence_while_tokens_flow(tmp_path):
     # The idle limit counts from the last chunk, also for chunks the relay wrote straight
     # from the instance connection's callback while its task kept waiting.
-    live = LiveGateway(tmp_path / "state", idle_timeout=0.4).start()
-    try:
+    with running_gateway(tmp_path / "state", idle_timeout=0.4) as live:
         sm, smr = live.sm(), live.smr()
         create_synthetic_endpoint(sm, "steady", delay_ms=100)  # 1.5 s of tokens
         resp = smr.invoke_endpoint_with_response_stream(
@@ -245,9 +239,6 @@ def test_a_stream_longer_than_the_idle_limit_is_not_silence_while_tokens_flow(tm
         )
         assert payload_bytes(resp).count(b"data:") == 15
         delete_endpoint(sm, "steady")
-    finally:
-        live.stop()
-        assert_no_instances_left()
 
 
 def test_an_invoke_past_its_time_limit_is_a_model_error_and_the_instance_stays_in_rotation(
@@ -255,10 +246,9 @@ def test_an_invoke_past_its_time_limit_is_a_model_error_and_the_instance_stays_i
 ):
     # A non-streaming answer comes whole, so a slow model is not a hung one: the instance
     # keeps taking requests (even when both limits are equal, as by default).
-    live = LiveGateway(
+    with running_gateway(
         tmp_path / "state", invoke_timeout=0.5, idle_timeout=0.5, health_interval=30
-    ).start()
-    try:
+    ) as live:
         sm, smr = live.sm(), live.smr()
         create_synthetic_endpoint(sm, "slow-invoke", delay_ms=20)
         with pytest.raises(ClientError) as raised:
@@ -272,6 +262,3 @@ def test_an_invoke_past_its_time_limit_is_a_model_error_and_the_instance_stays_i
         )
         assert json.loads(answer["Body"].read())[0]["generated_text"]
         delete_endpoint(sm, "slow-invoke")
-    finally:
-        live.stop()
-        assert_no_instances_left()

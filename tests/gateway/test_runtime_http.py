@@ -16,13 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from .conftest import (
-    LiveGateway,
-    assert_no_instances_left,
     client,
     create_synthetic_endpoint,
     delete_endpoint,
     error_of,
     payload_bytes,
+    running_gateway,
     signed_headers,
     tgi_body,
     wait_for,
@@ -204,12 +203,8 @@ def test_a_client_gone_mid_stream_frees_its_instance_and_connection(warm):
 @pytest.fixture
 def hasty(tmp_path: Path):
     """A gateway that gives a client 1 s to send each request whole."""
-    live = LiveGateway(tmp_path / "state", request_timeout=1.0).start()
-    try:
+    with running_gateway(tmp_path / "state", request_timeout=1.0) as live:
         yield live
-    finally:
-        live.stop()
-        assert_no_instances_left()
 
 
 def slow_client(gateway, sent: bytes) -> tuple[float, bytes]:
