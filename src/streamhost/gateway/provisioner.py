@@ -43,9 +43,10 @@ from typing import Any
 import aiohttp
 import psutil
 
+from streamhost.client.images import Personality, UnsupportedImage, personality
+
 from . import errors
 from .artifacts import ArtifactError, location_problem, materialize, model_root
-from .images import Personality, UnsupportedImage, personality
 from .lifecycle import DeployFailed
 from .router import Instance, Router, Variant
 from .store import InstanceRecord, Store

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import ClientError
 
-from streamhost.gateway.images import UnsupportedImage, personality
+from streamhost.client.images import UnsupportedImage, personality
 
 __all__ = [
     "IN_SERVICE",

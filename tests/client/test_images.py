@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamhost.gateway.images import UnsupportedImage, image_repository, personality
+from streamhost.client.images import UnsupportedImage, image_repository, personality
 
 
 @pytest.mark.parametrize(

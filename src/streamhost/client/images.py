@@ -5,6 +5,10 @@ and picks the API the image would have spoken: the Hugging Face TGI containers �
 the LMI / DJL Serving containers → `lmi`, streamhost's own image names → `auto` (the model
 server then chooses as the real containers do: `lmi` when `serving.properties` exists).
 Any other image cannot be emulated, and saying so at CreateModel beats a failed endpoint.
+
+The gateway reads it to choose what to run, a client to know which request body an
+endpoint expects; it lives here, in the package that depends on nothing else of ours, so
+that both use this one mapping.
 """
 
 from __future__ import annotations
