@@ -29,10 +29,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamhost.ui.conversation import turn_prompt
-from streamhost.ui.endpoints import IN_SERVICE, EndpointInfo, describe_endpoint, list_endpoints
-from streamhost.ui.errors import describe_error, error_code
-from streamhost.ui.gateway import (
+from streamhost.endpoints.clients import (
     DEFAULT_ENDPOINT,
     ENDPOINT_ENV,
     GATEWAY_URL_ENV,
@@ -40,7 +37,15 @@ from streamhost.ui.gateway import (
     default_gateway_url,
     invocation_client,
 )
-from streamhost.ui.invocation import (
+from streamhost.endpoints.conversation import turn_prompt
+from streamhost.endpoints.discovery import (
+    IN_SERVICE,
+    EndpointInfo,
+    describe_endpoint,
+    list_endpoints,
+)
+from streamhost.endpoints.errors import describe_error, error_code
+from streamhost.endpoints.invocation import (
     GenerationParameters,
     close_session,
     invoke,

@@ -45,9 +45,9 @@ from streamhost.console import (
     streamlit_command,
     wait_for_endpoint,
 )
-from streamhost.ui.endpoints import IN_SERVICE, describe_endpoint
-from streamhost.ui.errors import describe_error, error_code
-from streamhost.ui.gateway import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
+from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
+from streamhost.endpoints.discovery import IN_SERVICE, describe_endpoint
+from streamhost.endpoints.errors import describe_error, error_code
 
 __all__ = ["add_up_command", "ensure_credentials", "main", "run_up"]
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from streamhost.console import DeploySpec, deploy
-from streamhost.ui.gateway import control_client
+from streamhost.endpoints.clients import control_client
 
 ACCESS_KEY = "SHUITESTKEY000000000"
 SECRET_KEY = "streamhost-ui-test-secret"

@@ -13,9 +13,9 @@ from botocore.exceptions import ClientError
 
 from streamhost.client import stream_text
 from streamhost.console import main, run_chat
-from streamhost.ui.conversation import turn_prompt
-from streamhost.ui.gateway import control_client, invocation_client
-from streamhost.ui.invocation import (
+from streamhost.endpoints.clients import control_client, invocation_client
+from streamhost.endpoints.conversation import turn_prompt
+from streamhost.endpoints.invocation import (
     GenerationParameters,
     close_session,
     open_session,

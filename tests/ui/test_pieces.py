@@ -10,11 +10,11 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from streamhost.console import CommandError
-from streamhost.ui.conversation import Turn, clean_text, render_prompt, turn_prompt
-from streamhost.ui.endpoints import api_of_container
-from streamhost.ui.errors import describe_error
-from streamhost.ui.gateway import UISettings
-from streamhost.ui.invocation import GenerationParameters, request_body
+from streamhost.endpoints.conversation import Turn, clean_text, render_prompt, turn_prompt
+from streamhost.endpoints.discovery import api_of_container
+from streamhost.endpoints.errors import describe_error
+from streamhost.endpoints.invocation import GenerationParameters, request_body
+from streamhost.ui.settings import UISettings
 from streamhost.up import ensure_credentials
 
 TGI = "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1-tgi2.0-gpu-py310-cu121-ubuntu22.04"

@@ -1,3 +1,3 @@
-"""The chat UI (``app.py``, run by Streamlit) and the pieces it shares with the terminal
-commands: endpoints and their API, request bodies and streamed answers with their timings,
-conversations, and readable errors. Importing this package does not import Streamlit."""
+"""The Streamlit chat UI (``app.py``, run by Streamlit) and its settings. What it shares with
+the terminal commands is in :mod:`streamhost.endpoints`. Importing this package does not
+import Streamlit."""

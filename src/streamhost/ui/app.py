@@ -7,9 +7,9 @@ Kept from the original: the header, the sidebar with *Clear conversation*, the t
 temperature sliders (same ranges and defaults) and the three suggested prompts. Fixed: the
 sliders reach the request whatever the API, the suggested prompts are buttons, earlier
 turns are part of the prompt (rendered here on every request, see
-:mod:`streamhost.ui.conversation`), the endpoint and its API (TGI or LMI) are picked from
-the gateway instead of an environment variable, *Stop* ends the answer and its generation,
-each answer shows TTFT and tokens/s, and every failure is a readable message.
+:mod:`streamhost.endpoints.conversation`), the endpoint and its API (TGI or LMI) are picked
+from the gateway instead of an environment variable, *Stop* ends the answer and its
+generation, each answer shows TTFT and tokens/s, and every failure is a readable message.
 
 Browser tests find the parts by their keys: each keyed container carries the CSS class
 ``st-key-<key>`` — ``answer-live`` / ``metrics-live`` for the answer being streamed,
@@ -25,16 +25,17 @@ from typing import Any
 
 import streamlit as st
 
-from streamhost.ui.conversation import Turn, clean_text, render_prompt
-from streamhost.ui.endpoints import EndpointInfo, list_endpoints
-from streamhost.ui.errors import describe_error
-from streamhost.ui.gateway import UISettings, control_client, invocation_client
-from streamhost.ui.invocation import (
+from streamhost.endpoints.clients import control_client, invocation_client
+from streamhost.endpoints.conversation import Turn, clean_text, render_prompt
+from streamhost.endpoints.discovery import EndpointInfo, list_endpoints
+from streamhost.endpoints.errors import describe_error
+from streamhost.endpoints.invocation import (
     Generation,
     GenerationParameters,
     request_body,
     start_generation,
 )
+from streamhost.ui.settings import UISettings
 
 SUGGESTED_PROMPTS = (
     "what is SageMaker inference?",

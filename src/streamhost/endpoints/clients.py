@@ -1,4 +1,4 @@
-"""The gateway the UI and the terminal commands talk to: where it is, and boto3 clients for it.
+"""The gateway the terminal commands and the UI talk to: where it is, and boto3 clients for it.
 
 The address comes from ``--gateway``, else ``STREAMHOST_GATEWAY_URL``, else
 ``http://127.0.0.1:8080``; credentials from ``~/.config/streamhost/credentials``, else
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.config import Config
@@ -22,7 +21,6 @@ __all__ = [
     "ENDPOINT_ENV",
     "GATEWAY_URL_ENV",
     "REGION",
-    "UISettings",
     "control_client",
     "default_gateway_url",
     "invocation_client",
@@ -38,23 +36,6 @@ REGION = "us-east-1"
 # may think for a while before its first token, bounded by the gateway's own idle limit.
 _CONTROL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"total_max_attempts": 2})
 _RUNTIME_CONFIG = Config(connect_timeout=3, read_timeout=120, retries={"total_max_attempts": 1})
-
-
-@dataclass(frozen=True)
-class UISettings:
-    """The chat UI's configuration, set by its launcher through the environment."""
-
-    gateway_url: str = DEFAULT_GATEWAY_URL
-    endpoint: str = DEFAULT_ENDPOINT
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> UISettings:
-        """``STREAMHOST_GATEWAY_URL`` and ``STREAMHOST_ENDPOINT``, with their defaults."""
-        env = os.environ if environ is None else environ
-        return cls(
-            gateway_url=default_gateway_url(env),
-            endpoint=env.get(ENDPOINT_ENV, "").strip() or DEFAULT_ENDPOINT,
-        )
 
 
 def default_gateway_url(environ: Mapping[str, str] | None = None) -> str:
