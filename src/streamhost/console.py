@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import io
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,6 +51,7 @@ from streamhost.endpoints.invocation import (
     request_body,
     start_generation,
 )
+from streamhost.processes import Stop, exit_with_parent, stop_process, stop_signals
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPE",
@@ -82,6 +81,7 @@ DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _POLL_SECONDS = 0.5
 _UI_APP = Path(__file__).parent / "ui" / "app.py"
+_UI_STOP_TIMEOUT = 10.0
 
 
 class CommandError(Exception):
@@ -430,60 +430,6 @@ def run_chat(
     return 0
 
 
-# -- child processes -------------------------------------------------------------------------
-
-
-class Stop(Exception):
-    """SIGINT, SIGTERM or SIGHUP arrived: shut down."""
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[list[int]]:
-    """Turn SIGINT, SIGTERM and SIGHUP into `Stop`; once stopping, further ones are counted in
-    the yielded list (a second Ctrl-C hurries the shutdown) instead of interrupting it. Set
-    whatever the signals' inherited handling (a shell starts background jobs with SIGINT
-    ignored), so that each of them stops what the command started."""
-    received: list[int] = []
-
-    def handler(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise Stop(signum)
-
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
-    previous = {s: signal.signal(s, handler) for s in stops}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def exit_with_parent() -> Callable[[], None] | None:
-    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when this process
-    dies, even by SIGKILL, so that a killed ``up`` or ``ui`` leaves no gateway or UI behind
-    (each stops what it started on SIGTERM). Linux only; elsewhere None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        # Runs between fork and exec, maybe while another thread lives (up's spinner): it
-        # only makes system calls (no lock another thread could hold at the fork).
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os._exit(1)
-
-    return set_death_signal
-
-
 # -- the UI ----------------------------------------------------------------------------------
 
 
@@ -525,12 +471,8 @@ def run_ui(gateway_url: str, *, port: int = 8501, endpoint: str = DEFAULT_ENDPOI
             return process.wait()
         except Stop as stop:
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                child = process
+                stop_process(lambda: child.poll() is None, child.send_signal, _UI_STOP_TIMEOUT)
             return 128 + stop.args[0]
 
 

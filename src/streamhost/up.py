@@ -15,7 +15,6 @@ import configparser
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import string
 import subprocess
@@ -36,18 +35,23 @@ from streamhost.client import credentials_file, load_credentials, sagemaker_clie
 from streamhost.console import (
     CommandError,
     DeploySpec,
-    Stop,
     delete_endpoint,
     deploy,
-    exit_with_parent,
     model_reference,
-    stop_signals,
     streamlit_command,
     wait_for_endpoint,
 )
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
 from streamhost.endpoints.discovery import IN_SERVICE, describe_endpoint
 from streamhost.endpoints.errors import describe_error, error_code
+from streamhost.processes import (
+    Stop,
+    exit_with_parent,
+    signal_group,
+    stop_leftovers,
+    stop_process,
+    stop_signals,
+)
 
 __all__ = ["add_up_command", "ensure_credentials", "main", "run_up"]
 
@@ -58,6 +62,7 @@ _UI_START_TIMEOUT = 60.0
 # The gateway stops its instances on the way out (drain, then SIGTERM, then SIGKILL).
 _GATEWAY_STOP_TIMEOUT = 75.0
 _UI_STOP_TIMEOUT = 10.0
+_LEFTOVER_STOP_TIMEOUT = 5.0
 
 
 def ensure_credentials(path: Path | None = None) -> dict[str, str]:
@@ -141,8 +146,7 @@ class _Child:
             self.descendants = psutil.Process(self.process.pid).children(recursive=True)
 
     def signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signum)
+        signal_group(self.process.pid, signum)
 
 
 def _start(
@@ -193,29 +197,8 @@ def _stop(child: _Child, timeout: float, hurry: Callable[[], bool]) -> None:
     """SIGTERM the child's group, wait (less if ``hurry``), SIGKILL what is left of it and of
     every process it had started."""
     child.remember_descendants()
-    if child.alive():
-        child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while child.alive() and time.monotonic() < deadline and not hurry():
-            time.sleep(0.1)
-    child.signal(signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.process.wait(5)
-    leftovers = [p for p in child.descendants if _running(p)]
-    for process in leftovers:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, still = psutil.wait_procs(leftovers, timeout=5)
-    for process in still:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    stop_process(child.alive, child.signal, timeout, hurry=hurry)
+    stop_leftovers(child.descendants, _LEFTOVER_STOP_TIMEOUT)
 
 
 def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> str:

@@ -30,7 +30,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import aiohttp
 import psutil
 
 from streamhost.client.images import Personality, UnsupportedImage, personality
+from streamhost.processes import signal_group, stop_process_async
 
 from . import errors
 from .artifacts import ArtifactError, location_problem, materialize, model_root
@@ -160,8 +160,7 @@ class _Process:
 
     def signal_group(self, signum: int) -> None:
         """Signal the whole process group (the model server and anything it started)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
+        signal_group(self.pid, signum)
 
 
 def _parent_of(pid: int) -> int | None:
@@ -795,22 +794,22 @@ class LocalProcessProvisioner:
     async def _stop_process(self, process: _Process) -> None:
         if not process.alive():
             return  # never signal a group whose leader is gone: its id may be reused
-        process.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.stop_timeout
-        while process.alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if process.alive():
+
+        def ignored_sigterm() -> None:
             log.warning(
                 "pid %d ignored SIGTERM for %gs; killing it",
                 process.pid,
                 self.settings.stop_timeout,
             )
-        # SIGKILL for whatever is left of the group, the leader or anything it started
-        # (the group id stays reserved while any member lives).
-        process.signal_group(signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while process.alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+
+        # The SIGKILL goes to whatever is left of the group, the leader or anything it
+        # started (the group id stays reserved while any member lives).
+        await stop_process_async(
+            process.alive,
+            process.signal_group,
+            self.settings.stop_timeout,
+            on_kill=ignored_sigterm,
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -1,0 +1,178 @@
+"""Child processes: how streamhost stops what it started, and is stopped itself.
+
+- `stop_signals` turns SIGINT, SIGTERM and SIGHUP into `Stop`, so that a command stops its
+  children whichever of them arrives.
+- `exit_with_parent` has the kernel stop a child when its parent dies, even by SIGKILL.
+- `signal_group` signals a whole process group: a child started with
+  ``start_new_session=True`` and everything it started.
+- `stop_process` is the TERM → wait → KILL sequence. It is written once, as the steps of
+  `stop_steps`, and driven by a blocking caller (`stop_process`) or an asyncio one
+  (`stop_process_async`); `stop_leftovers` runs it on processes found earlier by pid.
+
+Depends on nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import psutil
+
+__all__ = [
+    "KILL_WAIT_SECONDS",
+    "Stop",
+    "exit_with_parent",
+    "signal_group",
+    "stop_leftovers",
+    "stop_process",
+    "stop_process_async",
+    "stop_signals",
+    "stop_steps",
+]
+
+POLL_SECONDS = 0.05
+KILL_WAIT_SECONDS = 10.0  # for a SIGKILL to take: only a process stuck in the kernel is slower
+
+
+class Stop(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: shut down."""
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Turn SIGINT, SIGTERM and SIGHUP into `Stop`; once stopping, further ones are counted in
+    the yielded list (a second Ctrl-C hurries the shutdown) instead of interrupting it. Set
+    whatever the signals' inherited handling (a shell starts background jobs with SIGINT
+    ignored), so that each of them stops what the command started."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Stop(signum)
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
+    previous = {s: signal.signal(s, handler) for s in stops}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent() -> Callable[[], None] | None:
+    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when this process
+    dies, even by SIGKILL, so that a killed ``up`` or ``ui`` leaves no gateway or UI behind
+    (each stops what it started on SIGTERM). Linux only; elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        # Runs between fork and exec, maybe while another thread lives (up's spinner): it
+        # only makes system calls (no lock another thread could hold at the fork).
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to process group ``pgid``; nothing if no process is left in it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _never() -> bool:
+    return False
+
+
+def stop_steps(
+    alive: Callable[[], bool],
+    send: Callable[[int], None],
+    timeout: float,
+    *,
+    hurry: Callable[[], bool] = _never,
+    on_kill: Callable[[], None] | None = None,
+) -> Iterator[float]:
+    """TERM → wait → KILL as steps; each yielded number is a pause for the caller to sleep.
+
+    SIGTERM if ``alive()``, then wait up to ``timeout`` seconds (less once ``hurry()``);
+    ``on_kill()`` if it is still alive; SIGKILL in any case, since ``send`` may reach more
+    than the one process ``alive`` watches (a group, whatever its leader started); then wait
+    up to `KILL_WAIT_SECONDS` for the kill to take.
+    """
+    if alive():
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive() and time.monotonic() < deadline and not hurry():
+            yield POLL_SECONDS
+        if on_kill is not None and alive():
+            on_kill()
+    send(signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while alive() and time.monotonic() < deadline:
+        yield POLL_SECONDS
+
+
+def stop_process(
+    alive: Callable[[], bool],
+    send: Callable[[int], None],
+    timeout: float,
+    *,
+    hurry: Callable[[], bool] = _never,
+    on_kill: Callable[[], None] | None = None,
+) -> None:
+    """TERM → wait → KILL (`stop_steps`), blocking until done."""
+    for pause in stop_steps(alive, send, timeout, hurry=hurry, on_kill=on_kill):
+        time.sleep(pause)
+
+
+async def stop_process_async(
+    alive: Callable[[], bool],
+    send: Callable[[int], None],
+    timeout: float,
+    *,
+    on_kill: Callable[[], None] | None = None,
+) -> None:
+    """TERM → wait → KILL (`stop_steps`) for a caller on an event loop, which keeps running."""
+    for pause in stop_steps(alive, send, timeout, on_kill=on_kill):
+        await asyncio.sleep(pause)
+
+
+def stop_leftovers(processes: Iterable[psutil.Process], timeout: float) -> None:
+    """TERM → wait → KILL for those of ``processes`` still running: processes found earlier
+    (a child's descendants) that may have outlived it. psutil checks that a pid still names
+    the same process before it signals it."""
+    left = [process for process in processes if _running(process)]
+
+    def send(signum: int) -> None:
+        for process in left:
+            if _running(process):
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(signum)
+
+    stop_process(lambda: any(_running(process) for process in left), send, timeout)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
