@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,9 +24,8 @@ from hypothesis import strategies as st
 
 from streamhost.gateway import sigv4
 from streamhost.gateway.errors import AwsError
+from streamhost.gateway.settings import SettingsError, build_settings
 from streamhost.gateway.sigv4 import (
-    DEFAULT_MAX_SKEW,
-    SERVICE,
     ClockSkewException,
     CredentialConflict,
     CredentialsFileError,
@@ -523,54 +523,83 @@ def test_any_request_botocore_signs_verifies(store, segments, query, extra, body
     query_string = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
     url = ENDPOINT_URL + path + (f"?{query_string}" if query_string else "")
     signed = botocore_signed(url, body=body, headers={"Content-Type": "application/json", **extra})
-    signed.verify(store)  # the full path, which remembers the parsed Authorization scope
-    with pytest.raises(InvalidSignatureException):
-        replace(signed, body=body + b"!").verify(store)
-    # The runtime's hot path (_verify_usual) makes the same checks in one pass: it accepts
-    # the request without falling back, and refuses any changed byte of body, path or
-    # signed header (the full path then decides and words the fault).
-    principal = _usual(signed, store)
-    assert principal is not None and principal.access_key_id == ACCESS_KEY
-    assert _usual(replace(signed, body=body + b"!"), store) is None
-    assert _usual(replace(signed, target=path + "x"), store) is None
-    changed = {**signed.headers, "Content-Type": "application/json "}  # trimmed: same value
-    assert _usual(replace(signed, headers=changed), store) is not None
-    changed = {**signed.headers, "Content-Type": "application/jsonx"}
-    assert _usual(replace(signed, headers=changed), store) is None
+    # Twice: the first call parses the Authorization header, the second finds it remembered;
+    # either way every check runs, and any changed byte of body, path or a signed header
+    # fails (a value differing only in the spaces SigV4 trims is the same value).
+    for _ in range(2):
+        assert signed.verify(store).access_key_id == ACCESS_KEY
+        with pytest.raises(InvalidSignatureException):
+            replace(signed, body=body + b"!").verify(store)
+        with pytest.raises(InvalidSignatureException):
+            replace(signed, target=path + "x").verify(store)
+        changed = {**signed.headers, "Content-Type": "application/json "}
+        assert replace(signed, headers=changed).verify(store)
+        changed = {**signed.headers, "Content-Type": "application/jsonx"}
+        with pytest.raises(InvalidSignatureException):
+            replace(signed, headers=changed).verify(store)
 
 
-def _usual(signed: SignedRequest, store: CredentialStore, now: datetime | None = None):
-    headers = {name.lower(): value for name, value in signed.headers.items()}
-    return sigv4._verify_usual(
-        signed.method, signed.target, headers, signed.body, store, now, DEFAULT_MAX_SKEW, SERVICE
-    )
-
-
-def test_the_one_pass_check_leaves_the_unusual_and_the_wrong_to_the_full_path(store):
-    hashed = botocore_signed(
-        ENDPOINT_URL + "/endpoints/e/invocations",
-        body=b"{}",
-        headers={"X-Amz-Content-SHA256": hashlib.sha256(b"{}").hexdigest()},
-    )
-    hashed.verify(store)
-    assert _usual(hashed, store) is None  # a declared payload hash: checked by the full path
-    fresh = botocore_signed(
-        ENDPOINT_URL + "/endpoints/e/invocations", body=b"{}", headers={"X-Once": "1"}
-    )
-    assert _usual(fresh, store) is None  # an Authorization scope not parsed before
-    fresh.verify(store)
-    assert _usual(fresh, store) is not None
-    forged = replace(fresh, body=b"{ }")
-    assert _usual(forged, store) is None
-    with pytest.raises(InvalidSignatureException, match="The Canonical String"):
-        forged.verify(store)  # and the full path names the fault
-
-
-def test_the_one_pass_check_keeps_the_clock_window(store, frozen_clock):
+def test_a_remembered_scope_still_has_its_clock_window_checked(store, frozen_clock):
     request = boto3_request("sagemaker-runtime", invoke_endpoint)
     assert request.verify(store, now=frozen_clock)  # the scope is remembered from here on
-    assert _usual(request, store, now=frozen_clock + timedelta(minutes=4)) is not None
-    assert _usual(request, store, now=frozen_clock + timedelta(minutes=6)) is None
-    assert _usual(request, store, now=frozen_clock - timedelta(minutes=6)) is None
-    with pytest.raises(ClockSkewException):
-        request.verify(store, now=frozen_clock + timedelta(minutes=20))
+    assert request.verify(store, now=frozen_clock + timedelta(minutes=4))
+    with pytest.raises(ClockSkewException, match="Signature expired"):
+        request.verify(store, now=frozen_clock + timedelta(minutes=6))
+    with pytest.raises(ClockSkewException, match="Signature not yet current"):
+        request.verify(store, now=frozen_clock - timedelta(minutes=6))
+
+
+def test_a_remembered_scope_still_has_a_declared_payload_hash_checked(store):
+    body = b"{}"
+    hashed = botocore_signed(
+        ENDPOINT_URL + "/endpoints/e/invocations",
+        body=body,
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()},
+    )
+    assert hashed.verify(store)
+    assert hashed.verify(store)
+    with pytest.raises(PayloadHashMismatchException, match="does not match what was computed"):
+        replace(hashed, body=b"{ }").verify(store)
+
+
+def test_the_installed_botocore_passes_the_start_up_check():
+    sigv4.check_botocore()  # what CredentialStore() runs; the gateway builds one at start-up
+
+
+def test_a_botocore_without_the_private_signing_method_fails_the_start_up_check(monkeypatch):
+    monkeypatch.delattr(SigV4Auth, "_sign")
+    with pytest.raises(sigv4.BotocoreUnsupported) as raised:
+        CredentialStore({ACCESS_KEY: SECRET_KEY})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"botocore {botocore.__version__}" in message
+    assert "SigV4Auth._sign(key, msg, hex) is gone or changed" in message
+
+
+def test_a_botocore_whose_private_method_changed_shape_fails_the_start_up_check(monkeypatch):
+    monkeypatch.setattr(SigV4Auth, "_normalize_url_path", lambda self, path, *, strict: path)
+    with pytest.raises(sigv4.BotocoreUnsupported, match=r"_normalize_url_path\(path\)"):
+        sigv4.check_botocore()
+
+
+def test_a_botocore_that_signs_differently_fails_the_start_up_check(monkeypatch):
+    # Same name and parameters, other results: what _ClientSigner keeps would not be
+    # botocore's signature any more.
+    def sign_upper(self, key, msg, hex=False):
+        digest = hmac.new(key, msg.encode(), hashlib.sha256)
+        return digest.hexdigest().upper() if hex else digest.digest()
+
+    monkeypatch.setattr(SigV4Auth, "_sign", sign_upper)
+    with pytest.raises(sigv4.BotocoreUnsupported, match="no longer signs as it did"):
+        sigv4.check_botocore()
+
+
+def test_a_gateway_on_an_unsupported_botocore_refuses_to_start_in_one_line(monkeypatch):
+    monkeypatch.delattr(SigV4Auth, "_sign")
+    with pytest.raises(SettingsError) as raised:  # `streamhost gateway` prints it, exits 2
+        build_settings(
+            environ={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+            state="sqlite://",
+        )
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).startswith(f"botocore {botocore.__version__} cannot be used")

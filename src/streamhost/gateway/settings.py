@@ -20,7 +20,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .runtime import MAX_PAYLOAD_BYTES
-from .sigv4 import CredentialConflict, CredentialsFileError, CredentialStore
+from .sigv4 import (
+    BotocoreUnsupported,
+    CredentialConflict,
+    CredentialsFileError,
+    CredentialStore,
+)
 from .store import sqlite_url
 
 __all__ = [
@@ -198,6 +203,6 @@ def _credentials(path: str | None, env: Mapping[str, str]) -> CredentialStore | 
         own = Path.home() / ".config" / "streamhost" / "credentials"
         if own.is_file():
             return CredentialStore.from_shared_credentials_file(own)
-    except (CredentialsFileError, CredentialConflict) as error:
+    except (CredentialsFileError, CredentialConflict, BotocoreUnsupported) as error:
         raise SettingsError(str(error)) from None
     return None

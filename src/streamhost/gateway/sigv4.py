@@ -1,38 +1,36 @@
 """Verification of AWS Signature Version 4 on requests that reach the gateway.
 
 botocore's own signer (``botocore.auth.SigV4Auth``: its canonical request, string to sign and
-key derivation) is the reference: the full verification recomputes the signature with it from
-the request exactly as it arrived, so the gateway accepts precisely what boto3 produces. The
-signer reads a light stand-in for botocore's ``AWSRequest`` (building one cost more than the
-signing), and one signer is kept per key and scope.
-
-Every runtime request pays for the check before its first token. So the usual request (what
-every boto3 client sends: ``X-Amz-Date``, an ``Authorization`` scope seen before, no
-``x-amz-content-sha256``) is checked in one pass, the signature still recomputed by the
-signer; it only ever accepts, and anything else goes through the full verification, step by
-step, which decides and names the fault. The signer hashes with CPython's own SHA-256 and
-keeps the day's HMAC key state (standard library cryptography only: none is written here).
-Failures are named exceptions carrying the error code and message AWS sends for the same
-fault, for the API layers to render in their protocol."""
+key derivation) is the reference: the signature is recomputed with it from the request
+exactly as it arrived, so the gateway accepts precisely what boto3 produces. Every request,
+whatever its shape, goes through the one verification below, every check every time. What
+makes it cheap is remembered rather than skipped: the parsed ``Authorization`` header up to
+its signature, and one signer per key and scope, held by the `CredentialStore`, keeping the
+day's signing key. The signer reads a light stand-in for botocore's ``AWSRequest``
+(building one cost more than the signing). Keeping the signing key and normalised paths
+takes two of botocore's private methods: that is confined to `_ClientSigner`, botocore's
+versions are bounded in pyproject.toml, and `check_botocore` (run when a store is made)
+fails in one line if they changed. Failures are named exceptions carrying the error code
+and message AWS sends for the same fault, for the API layers to render in their protocol."""
 
 from __future__ import annotations
 
 import configparser
-import contextlib
 import hashlib
 import hmac
-import importlib
+import inspect
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
-from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
+import botocore
+from botocore.auth import SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
 from botocore.credentials import Credentials
 
 from streamhost.gateway.errors import AwsError
@@ -41,6 +39,7 @@ __all__ = [
     "ALGORITHM",
     "DEFAULT_MAX_SKEW",
     "SERVICE",
+    "BotocoreUnsupported",
     "ClockSkewException",
     "CredentialConflict",
     "CredentialStore",
@@ -53,6 +52,7 @@ __all__ = [
     "SigV4Error",
     "StoredCredential",
     "UnrecognizedClientException",
+    "check_botocore",
     "verify",
 ]
 
@@ -153,10 +153,13 @@ class Principal(NamedTuple):
 
 
 class CredentialStore:
-    """Access key id → secret key for every caller the gateway accepts."""
+    """Access key id → secret key for every caller the gateway accepts, and the signer that
+    checks each key's requests (one per scope a client signs for, kept)."""
 
     def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        check_botocore()  # a store is made at start-up: fail then, not on the first request
         self._credentials: dict[str, StoredCredential] = {}
+        self._signers: dict[tuple[str, str, str], _ClientSigner] = {}
         items = pairs.items() if isinstance(pairs, Mapping) else pairs
         for access_key_id, secret_access_key in items:
             self.add(access_key_id, secret_access_key)
@@ -223,6 +226,20 @@ class CredentialStore:
         """The credential for this access key id, or None if it is unknown."""
         return self._credentials.get(access_key_id)
 
+    def _signer(self, credential: StoredCredential, service: str, region: str) -> _ClientSigner:
+        """botocore's signer for this credential and scope, made on first use and kept."""
+        key = (credential.access_key_id, service, region)
+        signer = self._signers.get(key)
+        if signer is None:
+            credentials = Credentials(
+                credential.access_key_id, credential.secret_access_key, credential.session_token
+            )
+            # Scopes a client chose: bounded.
+            signer = _remember(
+                self._signers, key, _ClientSigner(credentials, service, region), 1024
+            )
+        return signer
+
     def __contains__(self, access_key_id: object) -> bool:
         return access_key_id in self._credentials
 
@@ -262,39 +279,23 @@ def verify(
     header's values joined with commas (the copy that would make it so is skipped).
     """
     header_map = headers if lowercased else _lowercase_headers(headers)
-    principal = _verify_usual(
-        method, url_path_with_query, header_map, body, store, now, max_skew, service
-    )
-    if principal is not None:
-        return principal
-    # The full verification, step by step: it names what is wrong.
     authorization_value = header_map.get("authorization", "").strip()
     if not authorization_value:
         raise MissingAuthenticationTokenException()
     authorization, signature = _parse_authorization(authorization_value, header_map)
-    signed_at, timestamp = _request_time(header_map)
-    _check_clock(signed_at, now, max_skew)
-    _check_scope(authorization, signed_at, timestamp, service)
+    signed, timestamp = _request_time(header_map)
+    _check_clock(signed, now, max_skew)
+    _check_scope(authorization, signed, timestamp, service)
+    credential = _credential(store, authorization.access_key_id, header_map)
+    declared_hash = header_map.get("x-amz-content-sha256")
+    if declared_hash is not None:  # boto3 sends none: the body is hashed into the signature
+        _check_payload_hash(declared_hash, body, allow_unsigned_payload)
 
-    credential = store.lookup(authorization.access_key_id)
-    if credential is None:
-        raise UnrecognizedClientException()
-    if credential.session_token is not None:
-        token = header_map.get("x-amz-security-token", "")
-        if not hmac.compare_digest(token.encode(), credential.session_token.encode()):
-            raise UnrecognizedClientException()
-
-    _check_payload_hash(header_map.get("x-amz-content-sha256"), body, allow_unsigned_payload)
-
-    expected, canonical_request, string_to_sign = _expected_signature(
-        method,
-        url_path_with_query,
-        header_map,
-        body,
-        authorization,
-        credential,
-        timestamp,
-    )
+    signer = store._signer(credential, authorization.service, authorization.region)
+    request = _received(method, url_path_with_query, header_map, body, authorization, timestamp)
+    canonical_request = signer.canonical_request(request)  # type: ignore[arg-type]
+    string_to_sign = signer.string_to_sign(request, canonical_request)  # type: ignore[arg-type]
+    expected = signer.signature(string_to_sign, request)  # type: ignore[arg-type]
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         # AWS explains itself the same way; neither string contains a secret.
         raise InvalidSignatureException(
@@ -302,97 +303,14 @@ def verify(
             f"The Canonical String for this request should have been\n'{canonical_request}'\n\n"
             f"The String-to-Sign should have been\n'{string_to_sign}'\n"
         )
-    return _principal(credential, authorization, signed_at)
-
-
-def _principal(
-    credential: StoredCredential, authorization: _Authorization, signed_at: datetime
-) -> Principal:
     return Principal(
         access_key_id=credential.access_key_id,
         profile=credential.profile,
         region=authorization.region,
         service=authorization.service,
-        signed_at=signed_at,
+        # Within the clock window by now, so any platform's fromtimestamp takes it.
+        signed_at=datetime.fromtimestamp(signed, timezone.utc),
     )
-
-
-def _verify_usual(
-    method: str,
-    url_path_with_query: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    store: CredentialStore,
-    now: datetime | None,
-    max_skew: timedelta | float,
-    service: str | None,
-) -> Principal | None:
-    """The request as every boto3 client signs it (``X-Amz-Date``, an ``Authorization``
-    header whose scope was parsed before, no ``x-amz-content-sha256``), checked in one pass
-    with the checks of the full verification and botocore's signer; None when anything is
-    unusual or wrong, and the full verification then decides and names the fault. This is
-    the runtime's hot path: each step of the full one costs a function call and objects,
-    on every request."""
-    value = headers.get("authorization")
-    timestamp = headers.get("x-amz-date")
-    if value is None or timestamp is None or "x-amz-content-sha256" in headers:
-        return None
-    prefix, _, signature = value.strip().rpartition("Signature=")
-    authorization = _authorizations.get(prefix)
-    if authorization is None or not signature or "," in signature or "=" in signature:
-        return None
-    signature = signature.strip()
-    timestamp = timestamp.strip()
-    if not (
-        len(timestamp) == 16
-        and timestamp.isascii()
-        and timestamp[0:8].isdigit()
-        and timestamp[8] == "T"
-        and timestamp[9:15].isdigit()
-        and timestamp[15] == "Z"
-    ):
-        return None
-    date = timestamp[0:8]
-    midnight = _midnights.get(date)
-    if midnight is None:
-        try:
-            day = datetime(int(date[0:4]), int(date[4:6]), int(date[6:8]), tzinfo=timezone.utc)
-        except ValueError:
-            return None
-        midnight = _remember(_midnights, date, int(day.timestamp()), 64)
-    hour, minute, second = int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15])
-    if hour > 23 or minute > 59 or second > 59:
-        return None
-    signed = midnight + hour * 3600 + minute * 60 + second
-    skew = max_skew.total_seconds() if isinstance(max_skew, timedelta) else float(max_skew)
-    clock = time.time() if now is None else _as_utc(now).timestamp()
-    if not -skew <= signed - clock <= skew:
-        return None
-    if (
-        not authorization.region
-        or (service is not None and authorization.service != service)
-        or authorization.terminator != SCOPE_TERMINATOR
-        or authorization.scope_date != date
-    ):
-        return None
-    credential = store.lookup(authorization.access_key_id)
-    if credential is None:
-        return None
-    if credential.session_token is not None and not hmac.compare_digest(
-        headers.get("x-amz-security-token", "").encode(), credential.session_token.encode()
-    ):
-        return None
-    expected, _, _ = _expected_signature(
-        method, url_path_with_query, headers, body, authorization, credential, timestamp
-    )
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        return None
-    signed_at = datetime.fromtimestamp(signed, timezone.utc)
-    return _principal(credential, authorization, signed_at)
-
-
-# Epoch seconds of a day's midnight (UTC), by the day as SigV4 writes it ("20261126").
-_midnights: dict[str, int] = {}
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -477,26 +395,27 @@ def _parse_fields(value: str, *, dated: bool) -> tuple[_Authorization, str]:
     return authorization, parameters["Signature"]
 
 
-def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
-    """When the request was signed, and that time as SigV4's timestamp."""
+def _request_time(headers: Mapping[str, str]) -> tuple[float, str]:
+    """When the request was signed (seconds since the epoch), and that time as SigV4's
+    timestamp."""
     amz_date = headers.get("x-amz-date")
     if amz_date is not None:
         amz_date = amz_date.strip()
         try:
             if not _ISO8601_BASIC.fullmatch(amz_date):
                 raise ValueError(amz_date)
-            # Sliced by hand: strptime costs more than the rest of the date handling. The
-            # header, once it matched, is already the timestamp in SigV4's format.
-            signed_at = datetime(
-                int(amz_date[0:4]),
-                int(amz_date[4:6]),
-                int(amz_date[6:8]),
-                int(amz_date[9:11]),
-                int(amz_date[11:13]),
-                int(amz_date[13:15]),
-                tzinfo=timezone.utc,
-            )
-            return signed_at, amz_date
+            # Sliced by hand, the day's midnight remembered: strptime, or a datetime per
+            # request, costs more than the rest of the date handling. The header, once it
+            # matched, is already the timestamp in SigV4's format.
+            day = amz_date[0:8]
+            midnight = _midnights.get(day)
+            if midnight is None:
+                date = datetime(int(day[0:4]), int(day[4:6]), int(day[6:8]), tzinfo=timezone.utc)
+                midnight = _remember(_midnights, day, (date - _EPOCH) // _SECOND, 64)
+            hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
+            if hour > 23 or minute > 59 or second > 59:
+                raise ValueError(amz_date)
+            return midnight + hour * 3600 + minute * 60 + second, amz_date
         except ValueError:
             raise IncompleteSignatureException(
                 f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. "
@@ -513,18 +432,30 @@ def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     signed_at = parsed.astimezone(timezone.utc)
-    return signed_at, signed_at.strftime(SIGV4_TIMESTAMP)
+    return (signed_at - _EPOCH) / _SECOND, signed_at.strftime(SIGV4_TIMESTAMP)
 
 
-def _check_clock(signed_at: datetime, now: datetime | None, max_skew: timedelta | float) -> None:
+# Epoch seconds of a day's midnight (UTC), by the day as SigV4 writes it ("20261126").
+_midnights: dict[str, int] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND = timedelta(seconds=1)
+
+
+def _moment(seconds: float) -> datetime:
+    """The UTC datetime of these seconds since the epoch (any year a datetime holds)."""
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def _check_clock(signed: float, now: datetime | None, max_skew: timedelta | float) -> None:
     seconds = max_skew.total_seconds() if isinstance(max_skew, timedelta) else float(max_skew)
     if now is None:
-        offset = signed_at.timestamp() - time.time()
+        offset = signed - time.time()
         if -seconds <= offset <= seconds:
             return  # the usual case, without building datetimes
         now = datetime.now(timezone.utc)
     else:
         now = _as_utc(now)
+    signed_at = _moment(signed)
     skew = timedelta(seconds=seconds)
     earliest, latest = now - skew, now + skew
     if signed_at < earliest:
@@ -540,7 +471,7 @@ def _check_clock(signed_at: datetime, now: datetime | None, max_skew: timedelta 
 
 
 def _check_scope(
-    authorization: _Authorization, signed_at: datetime, timestamp: str, service: str | None
+    authorization: _Authorization, signed: float, timestamp: str, service: str | None
 ) -> None:
     problems = []
     if not authorization.region:
@@ -557,18 +488,30 @@ def _check_scope(
         problems.append(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
             f"from HTTP: '{authorization.scope_date}' != '{request_date}', "
-            f"from '{_stamp(signed_at)}'."
+            f"from '{_stamp(_moment(signed))}'."
         )
     if problems:
         # AWS ends each sentence with a space, trailing one included ("... 'sagemaker'. ").
         raise InvalidSignatureException("".join(f"{problem} " for problem in problems))
 
 
-def _check_payload_hash(declared: str | None, body: bytes, allow_unsigned: bool) -> None:
+def _credential(
+    store: CredentialStore, access_key_id: str, headers: Mapping[str, str]
+) -> StoredCredential:
+    """The stored credential of this access key id, its session token checked if it has one."""
+    credential = store.lookup(access_key_id)
+    if credential is None:
+        raise UnrecognizedClientException()
+    if credential.session_token is not None:
+        token = headers.get("x-amz-security-token", "")
+        if not hmac.compare_digest(token.encode(), credential.session_token.encode()):
+            raise UnrecognizedClientException()
+    return credential
+
+
+def _check_payload_hash(declared: str, body: bytes, allow_unsigned: bool) -> None:
     # Without this check a signed x-amz-content-sha256 header would vouch for any body: the
     # canonical request uses the header's value, not a hash of what arrived.
-    if declared is None:
-        return
     declared = declared.strip()
     if declared == UNSIGNED_PAYLOAD:
         if allow_unsigned:
@@ -632,6 +575,53 @@ class _Received:
         self.context = {"timestamp": timestamp}
 
 
+def _received(
+    method: str,
+    url_path_with_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    authorization: _Authorization,
+    timestamp: str,
+) -> _Received:
+    """The request for botocore's signer: the headers the client signed, the query in
+    canonical form, the origin a placeholder."""
+    path, _, query = url_path_with_query.partition("?")
+    canonical_query = _canonical_query(query) if query else ""
+    url = _PLACEHOLDER_ORIGIN + path + (f"?{canonical_query}" if canonical_query else "")
+    signed = _SignedHeaders()
+    for name in authorization.canonical_names:
+        value = headers.get(name)
+        if value is not None:
+            signed[name] = value
+    return _Received(method, url, signed, body, timestamp)
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any, limit: int) -> Any:
+    """Store `value` under `key` in `memo` and return it; a memo that holds `limit` entries
+    is emptied first (its keys come from what clients send, so it stays bounded)."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+# -- botocore's private interface: used here and nowhere else -----------------------------
+# SigV4Auth.signature() derives the day's signing key through four calls of its private
+# _sign, and canonical_request() normalises the path through _normalize_url_path, on every
+# request: ~30 and ~6 µs each time. _ClientSigner keeps their results (pure functions of
+# their arguments; botocore's own code runs on a miss). Both methods read the same from
+# botocore 1.34 to 1.44, the range pyproject.toml allows; check_botocore() checks them.
+
+_BOTOCORE_PRIVATE = {
+    "_sign": ("self", "key", "msg", "hex"),
+    "_normalize_url_path": ("self", "path"),
+}
+
+
+class BotocoreUnsupported(RuntimeError):
+    """The installed botocore's signer lacks what the verification relies on."""
+
+
 class _ClientSigner(SigV4Auth):
     """botocore's SigV4 signer, signing exactly the headers the client said it signed."""
 
@@ -641,29 +631,10 @@ class _ClientSigner(SigV4Auth):
         self._keys: dict[tuple[bytes, str], bytes] = {}
         self._macs: dict[bytes, hmac.HMAC] = {}
 
-    # Its hashing, with CPython's own SHA-256 (see `_sha256`) where botocore takes OpenSSL's.
-
-    def payload(self, request: _Received) -> str:  # type: ignore[override]
-        # The same hash botocore takes, of the bytes at hand.
-        return _sha256(request.body).hexdigest() if request.body else EMPTY_SHA256_HASH
-
-    def string_to_sign(self, request: _Received, canonical_request: str) -> str:  # type: ignore[override]
-        # botocore's string to sign, line for line.
-        return "\n".join(
-            (
-                ALGORITHM,
-                request.context["timestamp"],
-                self.credential_scope(request),
-                _sha256(canonical_request.encode("utf-8")).hexdigest(),
-            )
-        )
-
     def headers_to_sign(self, request: _Received) -> _SignedHeaders:  # type: ignore[override]
         # botocore picks "all headers but a blocklist, plus host from the URL" because it is
         # about to send the request; here the client has already chosen, in SignedHeaders.
         return request.headers
-
-    # Memoized, as pure functions of their arguments: botocore's own code runs on a miss.
 
     def _normalize_url_path(self, path: str) -> str:
         normalized = self._paths.get(path)
@@ -677,7 +648,7 @@ class _ClientSigner(SigV4Auth):
             # HMAC state (the same all day) copied rather than keyed again.
             keyed = self._macs.get(key)
             if keyed is None:
-                keyed = _remember(self._macs, key, hmac.new(key, digestmod=_sha256), 64)
+                keyed = _remember(self._macs, key, hmac.new(key, digestmod=hashlib.sha256), 64)
             mac = keyed.copy()
             mac.update(msg.encode("utf-8"))
             return mac.hexdigest()
@@ -688,73 +659,40 @@ class _ClientSigner(SigV4Auth):
         return derived
 
 
-_signers: dict[tuple[str, str, str | None, str, str], _ClientSigner] = {}
+def check_botocore() -> None:
+    """Raise `BotocoreUnsupported`, in one line, unless botocore's signer still has the
+    private methods `_ClientSigner` keeps the results of, and signs as they are kept."""
+    for name, expected in _BOTOCORE_PRIVATE.items():
+        try:
+            parameters = tuple(inspect.signature(getattr(SigV4Auth, name)).parameters)
+        except (AttributeError, TypeError, ValueError):
+            parameters = ()
+        if parameters != expected:
+            raise BotocoreUnsupported(
+                _unsupported(f"SigV4Auth.{name}({', '.join(expected[1:])}) is gone or changed")
+            )
+    # One request signed by botocore's signer and by ours twice (results made, then kept).
+    credentials = Credentials("AKIDCHECK", "check-secret")
+    timestamp = "20240101T000000Z"
+    headers = _SignedHeaders({"host": "gateway.invalid", "x-amz-date": timestamp})
+    request = _Received("POST", _PLACEHOLDER_ORIGIN + "/a%20b/./c", headers, b"{}", timestamp)
+
+    def signature(signer: SigV4Auth) -> str:
+        canonical_request = signer.canonical_request(request)  # type: ignore[arg-type]
+        string_to_sign = signer.string_to_sign(request, canonical_request)  # type: ignore[arg-type]
+        return signer.signature(string_to_sign, request)  # type: ignore[arg-type,no-any-return]
+
+    ours = _ClientSigner(credentials, SERVICE, "us-east-1")
+    reference = signature(SigV4Auth(credentials, SERVICE, "us-east-1"))
+    if not signature(ours) == signature(ours) == reference:
+        raise BotocoreUnsupported(_unsupported("its signer no longer signs as it did"))
 
 
-def _signer(credential: StoredCredential, service: str, region: str) -> _ClientSigner:
-    key = (
-        credential.access_key_id,
-        credential.secret_access_key,
-        credential.session_token,
-        service,
-        region,
+def _unsupported(reason: str) -> str:
+    return (
+        f"botocore {botocore.__version__} cannot be used to verify SigV4: {reason} "
+        "(pyproject.toml bounds botocore to the versions streamhost was checked with)"
     )
-    signer = _signers.get(key)
-    if signer is None:
-        credentials = Credentials(
-            credential.access_key_id, credential.secret_access_key, credential.session_token
-        )
-        # Scopes a client chose: bounded.
-        signer = _remember(_signers, key, _ClientSigner(credentials, service, region), 1024)
-    return signer
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any, limit: int) -> Any:
-    """Store `value` under `key` in `memo` and return it; a memo that holds `limit` entries
-    is emptied first (its keys come from what clients send, so it stays bounded)."""
-    if len(memo) >= limit:
-        memo.clear()
-    memo[key] = value
-    return value
-
-
-def _expected_signature(
-    method: str,
-    url_path_with_query: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    authorization: _Authorization,
-    credential: StoredCredential,
-    timestamp: str,
-) -> tuple[str, str, str]:
-    path, _, query = url_path_with_query.partition("?")
-    canonical_query = _canonical_query(query) if query else ""
-    url = _PLACEHOLDER_ORIGIN + path + (f"?{canonical_query}" if canonical_query else "")
-    signed = _SignedHeaders()
-    for name in authorization.canonical_names:
-        value = headers.get(name)
-        if value is not None:
-            signed[name] = value
-    request = _Received(method, url, signed, body, timestamp)
-    signer = _signer(credential, authorization.service, authorization.region)
-    canonical_request = signer.canonical_request(request)  # type: ignore[arg-type]
-    string_to_sign = signer.string_to_sign(request, canonical_request)  # type: ignore[arg-type]
-    signature = signer.signature(string_to_sign, request)  # type: ignore[arg-type]
-    return signature, canonical_request, string_to_sign
-
-
-def _builtin_sha256() -> Callable[..., Any]:
-    # CPython's own SHA-256 (HACL* from 3.12, in _sha2; _sha256 before). For inputs of a
-    # few hundred bytes it costs less than OpenSSL 3's, whose every call fetches the
-    # algorithm through its provider machinery: measured 28 against 55 µs for one hash on
-    # this project's machine when its caches are cold, as they are when a request arrives.
-    for module in ("_sha2", "_sha256"):
-        with contextlib.suppress(ImportError, AttributeError):
-            return importlib.import_module(module).sha256  # type: ignore[no-any-return]
-    return hashlib.sha256
-
-
-_sha256 = _builtin_sha256()
 
 
 def _stamp(moment: datetime) -> str:
