@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 
 def _serve_model(args: argparse.Namespace) -> int:
@@ -156,7 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve_model, _add_gateway, _add_logs, _add_models):
+        add(sub)
 
+    from streamhost.bench.command import add_bench_command
+    from streamhost.console import add_commands
+    from streamhost.up import add_up_command
+
+    add_up_command(sub)
+    add_commands(sub)
+    add_bench_command(sub)
+    return parser
+
+
+def _add_serve_model(sub: Any) -> None:
     serve = sub.add_parser(
         "serve-model",
         aliases=["serve"],
@@ -188,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.set_defaults(func=_serve_model)
 
+
+def _add_gateway(sub: Any) -> None:
     gateway = sub.add_parser(
         "gateway",
         help="run the hosting gateway (SageMaker control plane + runtime) alone",
@@ -235,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback address without authentication",
     )
+    _add_gateway_timeouts(gateway)
+    gateway.add_argument(
+        "--keep-instances",
+        action="store_true",
+        help="leave model instances running at exit; the next gateway adopts them",
+    )
+    gateway.set_defaults(func=_gateway)
+
+
+def _add_gateway_timeouts(gateway: argparse.ArgumentParser) -> None:
     gateway.add_argument(
         "--stream-timeout",
         type=float,
@@ -254,13 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest a client may take to send a whole request, headers and body; a "
         "slower one is answered 408 RequestTimeoutException (default 60)",
     )
-    gateway.add_argument(
-        "--keep-instances",
-        action="store_true",
-        help="leave model instances running at exit; the next gateway adopts them",
-    )
-    gateway.set_defaults(func=_gateway)
 
+
+def _add_logs(sub: Any) -> None:
     logs = sub.add_parser(
         "logs",
         help="print an endpoint's instance logs (no gateway needed)",
@@ -274,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--tail", type=int, default=None, help="only the last N lines of each log")
     logs.set_defaults(func=_logs)
 
+
+def _add_models(sub: Any) -> None:
     models = sub.add_parser(
         "models",
         help="built-in models",
@@ -285,15 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("name", help="model name (tiny or random-1b)")
     models.set_defaults(func=_models)
-
-    from streamhost.bench.command import add_bench_command
-    from streamhost.console import add_commands
-    from streamhost.up import add_up_command
-
-    add_up_command(sub)
-    add_commands(sub)
-    add_bench_command(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

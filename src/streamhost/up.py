@@ -32,13 +32,12 @@ from botocore.config import Config
 from rich.console import Console
 
 from streamhost.client import credentials_file, load_credentials, sagemaker_client
-from streamhost.console import (
-    CommandError,
+from streamhost.command import CommandError
+from streamhost.deploy import (
     DeploySpec,
     delete_endpoint,
     deploy,
     model_reference,
-    streamlit_command,
     wait_for_endpoint,
 )
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
@@ -52,6 +51,7 @@ from streamhost.processes import (
     stop_process,
     stop_signals,
 )
+from streamhost.ui.launch import streamlit_command
 
 __all__ = ["add_up_command", "ensure_credentials", "main", "run_up"]
 

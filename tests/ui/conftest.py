@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streamhost.console import DeploySpec, deploy
+from streamhost.deploy import DeploySpec, deploy
 from streamhost.endpoints.clients import control_client
 
 ACCESS_KEY = "SHUITESTKEY000000000"

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from streamhost.console import streamlit_command
+from streamhost.ui.launch import streamlit_command
 
 from .conftest import (
     CHROMIUM,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from streamhost.chat import run_chat
 from streamhost.client import stream_text
-from streamhost.console import main, run_chat
+from streamhost.console import main
 from streamhost.endpoints.clients import control_client, invocation_client
 from streamhost.endpoints.conversation import turn_prompt
 from streamhost.endpoints.invocation import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from streamhost.console import CommandError
+from streamhost.command import CommandError
 from streamhost.endpoints.conversation import Turn, clean_text, render_prompt, turn_prompt
 from streamhost.endpoints.discovery import api_of_container
 from streamhost.endpoints.errors import describe_error

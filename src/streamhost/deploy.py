@@ -1,0 +1,263 @@
+"""``streamhost deploy`` and ``endpoints delete``, done as a SageMaker SDK user does them.
+
+A model, an endpoint config and an endpoint are created with boto3 (for the LMI API, with a
+model archive holding the ``serving.properties`` the container loads), the endpoint is
+waited on with a spinner, and deleting it deletes what was made for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tarfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from streamhost.command import CommandError
+from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
+from streamhost.endpoints.errors import error_code
+
+__all__ = [
+    "DEFAULT_INSTANCE_TYPE",
+    "EXECUTION_ROLE",
+    "LMI_IMAGE",
+    "TGI_IMAGE",
+    "DeploySpec",
+    "delete_endpoint",
+    "deploy",
+    "lmi_model_archive",
+    "model_data_dir",
+    "model_reference",
+    "wait_for_endpoint",
+]
+
+TGI_IMAGE = (
+    "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
+    "huggingface-pytorch-tgi-inference:2.1-tgi2.0-gpu-py310-cu121-ubuntu22.04"
+)
+LMI_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.23.0-deepspeed0.9.5-cu118"
+EXECUTION_ROLE = "arn:aws:iam::123456789012:role/service-role/streamhost"
+DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What ``streamhost deploy`` creates: one model behind one endpoint."""
+
+    name: str
+    model: str = "tiny"
+    api: str = "tgi"
+    instances: int = 1
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+
+
+def model_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``deploy --api lmi`` keeps model archives: ``$XDG_DATA_HOME/streamhost/model-data``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "streamhost" / "model-data"
+
+
+def model_reference(model: str) -> str:
+    """A local folder as an absolute path (instances do not run in our working directory)."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def lmi_model_archive(model: str, path: Path) -> Path:
+    """Write the ``.tar.gz`` an LMI container loads: a ``serving.properties`` naming ``model``,
+    streaming JSON lines as the SageMaker streaming blog configures it."""
+    properties = (
+        "engine=Python\n"
+        f"option.model_id={model_reference(model)}\n"
+        "option.rolling_batch=auto\n"
+        "option.output_formatter=jsonlines\n"
+        "option.enable_streaming=true\n"
+    ).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("serving.properties")
+        info.size = len(properties)
+        info.mode = 0o644
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(properties))
+    return path
+
+
+def _exists(sm: Any, name: str) -> bool:
+    try:
+        sm.describe_endpoint(EndpointName=name)
+    except ClientError as error:
+        if error_code(error) in ("ValidationException", "ValidationError", "ResourceNotFound"):
+            return False
+        raise
+    return True
+
+
+def deploy(
+    sm: Any,
+    spec: DeploySpec,
+    *,
+    wait: bool = True,
+    console: Console | None = None,
+    data_dir: Path | None = None,
+) -> EndpointInfo:
+    """Create the model, endpoint config and endpoint of ``spec``; wait for InService if asked.
+
+    Model and config are named ``<name>-<timestamp>`` as the SageMaker SDK names them, so a
+    redeploy after ``endpoints delete`` never collides with what is left.
+    """
+    _check_new(sm, spec)
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+    resource = f"{spec.name[: 62 - len(stamp)]}-{stamp}"
+    container, archive = _container(spec, resource, data_dir)
+    try:
+        _create(sm, spec, resource, container)
+    except Exception:
+        if archive is not None:
+            archive.unlink(missing_ok=True)
+        raise
+    if not wait:
+        return describe_endpoint(sm, spec.name)
+    return wait_for_endpoint(sm, spec.name, console=console)
+
+
+def _check_new(sm: Any, spec: DeploySpec) -> None:
+    """``CommandError`` unless ``spec`` names a valid endpoint that does not exist yet."""
+    if not _NAME.fullmatch(spec.name):
+        raise CommandError(
+            f"invalid endpoint name {spec.name!r}: letters, digits and hyphens, at most 63"
+        )
+    if spec.instances < 1:
+        raise CommandError(f"--instances must be at least 1, got {spec.instances}")
+    if _exists(sm, spec.name):
+        raise CommandError(
+            f"endpoint {spec.name} already exists: delete it first with "
+            f"`streamhost endpoints delete {spec.name}`"
+        )
+
+
+def _container(
+    spec: DeploySpec, resource: str, data_dir: Path | None
+) -> tuple[dict[str, Any], Path | None]:
+    """The model's container definition for ``spec.api``, and the model archive written for
+    it (LMI, in ``data_dir``, default `model_data_dir`), if any."""
+    if spec.api == "lmi":
+        folder = data_dir or model_data_dir()
+        archive = lmi_model_archive(spec.model, folder / f"{resource}.tar.gz")
+        return {"Image": LMI_IMAGE, "ModelDataUrl": archive.as_uri()}, archive
+    if spec.api == "tgi":
+        environment = {"HF_MODEL_ID": model_reference(spec.model)}
+        return {"Image": TGI_IMAGE, "Environment": environment}, None
+    raise CommandError(f"--api must be tgi or lmi, got {spec.api!r}")
+
+
+def _create(sm: Any, spec: DeploySpec, resource: str, container: dict[str, Any]) -> None:
+    """CreateModel, CreateEndpointConfig, CreateEndpoint; should a step be refused, what the
+    steps before it made is deleted again."""
+    made: list[Callable[[], Any]] = []  # undo steps
+    try:
+        sm.create_model(
+            ModelName=resource, PrimaryContainer=container, ExecutionRoleArn=EXECUTION_ROLE
+        )
+        made.append(lambda: sm.delete_model(ModelName=resource))
+        sm.create_endpoint_config(
+            EndpointConfigName=resource,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": resource,
+                    "InstanceType": spec.instance_type,
+                    "InitialInstanceCount": spec.instances,
+                }
+            ],
+        )
+        made.append(lambda: sm.delete_endpoint_config(EndpointConfigName=resource))
+        sm.create_endpoint(EndpointName=spec.name, EndpointConfigName=resource)
+    except Exception:
+        for undo in reversed(made):
+            with contextlib.suppress(Exception):
+                undo()
+        raise
+
+
+def wait_for_endpoint(
+    sm: Any, name: str, *, console: Console | None = None, timeout: float = 1800.0
+) -> EndpointInfo:
+    """Show a spinner while ``name`` is Creating or Updating; its final description.
+
+    ``CommandError`` when it fails (with SageMaker's FailureReason) or takes over ``timeout``.
+    """
+    console = console or Console(stderr=True)
+    deadline = time.monotonic() + timeout
+    info = describe_endpoint(sm, name)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(_progress_line(info), total=None)
+        while info.status in ("Creating", "Updating", "SystemUpdating"):
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"endpoint {name} is still {info.status} after {timeout:.0f} s; "
+                    f"see `streamhost logs {name}`"
+                )
+            time.sleep(_POLL_SECONDS)
+            info = describe_endpoint(sm, name)
+            progress.update(task, description=_progress_line(info))
+    if info.status != IN_SERVICE:
+        reason = info.failure_reason or "no reason given"
+        raise CommandError(
+            f"endpoint {name} is {info.status}: {reason} (instance logs: `streamhost logs {name}`)"
+        )
+    return info
+
+
+def _progress_line(info: EndpointInfo) -> str:
+    model = f" · {info.model_id}" if info.model_id else ""
+    api = f" ({info.api.upper()})" if info.api != "unknown" else ""
+    healthy = info.instances or 0
+    wanted = info.desired_instances or healthy
+    instances = f" · {healthy}/{wanted} instances healthy" if wanted else ""
+    return f"{info.status} endpoint {info.name}{model}{api}{instances}"
+
+
+def delete_endpoint(
+    sm: Any,
+    name: str,
+    *,
+    keep_model: bool = False,
+    data_dir: Path | None = None,
+    timeout: float = 300.0,
+) -> None:
+    """Delete endpoint ``name``, then (unless ``keep_model``) its config, its models and the
+    model archives ``deploy`` wrote for them."""
+    info = describe_endpoint(sm, name)
+    sm.delete_endpoint(EndpointName=name)
+    deadline = time.monotonic() + timeout
+    while _exists(sm, name):
+        if time.monotonic() > deadline:
+            raise CommandError(f"endpoint {name} was not deleted within {timeout:.0f} s")
+        time.sleep(_POLL_SECONDS)
+    if keep_model:
+        return
+    if info.config_name:
+        with contextlib.suppress(ClientError):
+            sm.delete_endpoint_config(EndpointConfigName=info.config_name)
+    for model in info.model_names:
+        with contextlib.suppress(ClientError):
+            sm.delete_model(ModelName=model)
+    ours = (data_dir or model_data_dir()).resolve()
+    if info.model_data_url and info.model_data_url.startswith("file://"):
+        archive = Path(info.model_data_url.removeprefix("file://"))
+        if archive.parent.resolve() == ours:
+            archive.unlink(missing_ok=True)
