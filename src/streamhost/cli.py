@@ -14,7 +14,12 @@ def _serve_model(args: argparse.Namespace) -> int:
 
     try:
         config = build_config(
-            model_dir=args.model_dir, model=args.model, api=args.api, port=args.port, host=args.host
+            model_dir=args.model_dir,
+            model=args.model,
+            api=args.api,
+            port=args.port,
+            host=args.host,
+            request_timeout=args.request_timeout,
         )
     except ConfigError as exc:
         print(f"streamhost serve-model: {exc}", file=sys.stderr)
@@ -22,8 +27,12 @@ def _serve_model(args: argparse.Namespace) -> int:
     import uvicorn
 
     from streamhost.server.app import create_app
+    from streamhost.server.http import server_config
 
+    if not _uvicorn_fits("serve-model"):
+        return 1
     app = create_app(config)
+    server = uvicorn.Server(server_config(config, app, log_level=args.log_level))
     logging.getLogger("streamhost").info(
         "serving %s (%s API) on http://%s:%d",
         config.model_id or "custom handler",
@@ -31,17 +40,21 @@ def _serve_model(args: argparse.Namespace) -> int:
         config.host,
         config.port,
     )
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=max(1, round(config.graceful_timeout)),
-        access_log=False,
-        proxy_headers=False,  # nothing here reads X-Forwarded-*
-        server_header=False,
-    )
-    return 0
+    server.run()
+    return 0 if server.started else 3  # as uvicorn.run: 3 when the server could not start
+
+
+def _uvicorn_fits(command: str) -> bool:
+    """Whether the uvicorn installed has what streamhost's HTTP protocol uses; if not, why,
+    in one line."""
+    from streamhost.uvicorn_http import UvicornMismatch, check_uvicorn
+
+    try:
+        check_uvicorn()
+    except UvicornMismatch as exc:
+        print(f"streamhost {command}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -70,6 +83,8 @@ def _gateway(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
         return 2
+    if not _uvicorn_fits("gateway"):
+        return 1
     # Bound here rather than by uvicorn so that a taken port is one clear line.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -200,6 +215,13 @@ def _add_serve_model(sub: Any) -> None:
         "--port", type=int, default=None, help="port (default SAGEMAKER_BIND_TO_PORT or 8080)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=60.0,
+        help="longest a client may take to send a whole request, headers and body; a "
+        "slower one is answered 408 (default 60)",
+    )
     serve.set_defaults(func=_serve_model)
 
 

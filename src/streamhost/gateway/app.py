@@ -60,7 +60,7 @@ def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str 
     """uvicorn's configuration for serving `app` as `settings` say."""
     import uvicorn
 
-    from .http import deadline_protocol
+    from .http import gateway_protocol
 
     return uvicorn.Config(
         app,
@@ -72,8 +72,9 @@ def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str 
         # names no server software.
         proxy_headers=False,
         server_header=False,
-        # uvicorn's httptools protocol, with a deadline for a client to send each request.
-        http=deadline_protocol(settings.request_timeout),
+        # uvicorn's httptools protocol, with limits on a request's head and a deadline for a
+        # client to send each request (checks the uvicorn installed: UvicornMismatch).
+        http=gateway_protocol(settings.request_timeout),
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         timeout_graceful_shutdown=30,

@@ -31,15 +31,15 @@ import contextlib
 import logging
 import random
 import re
-import types
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
+from ..uvicorn_http import send_now
 from . import errors
 from .errors import AwsError, ModelError
 from .eventstream import (
@@ -443,7 +443,7 @@ class RuntimePlane:
                     "body": payload_part(part),
                     "more_body": True,
                 }
-                relay.pending = _send_now(send, message)
+                relay.pending = send_now(send, message)
             except Exception as error:
                 response.abort(error)  # raised to the task, which ends the stream
                 return True
@@ -755,40 +755,6 @@ class RuntimePlane:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _send_now(send: Send, message: dict[str, Any]) -> Awaitable[None] | None:
-    """Run an ASGI `send` here and now, outside the task that awaits it otherwise; None if
-    it completed (a server's send of a body chunk waits only while the client's socket is
-    full), else an awaitable of the rest."""
-    awaitable = send(message)
-    step = getattr(awaitable, "send", None)
-    if step is None:  # not a coroutine: awaited as it is
-        return awaitable
-    try:
-        stopped_at = step(None)
-    except StopIteration:
-        return None
-    return _rest(awaitable, stopped_at)  # type: ignore[arg-type]
-
-
-@types.coroutine
-def _rest(coroutine: Coroutine[Any, Any, None], stopped_at: Any) -> Generator[Any, Any, None]:
-    """Await the rest of a coroutine that was started by hand and stopped at `stopped_at`
-    (what it yields to the event loop): what `await` would have done from there."""
-    while True:
-        try:
-            value = yield stopped_at
-        except BaseException as error:  # cancelled, or closed
-            try:
-                stopped_at = coroutine.throw(error)
-            except StopIteration:
-                return
-        else:
-            try:
-                stopped_at = coroutine.send(value)
-            except StopIteration:
-                return
 
 
 def new_request_id() -> str:

@@ -125,6 +125,7 @@ class ServerConfig:
     # Run the model in a child process so forward passes and HTTP do not share one GIL.
     engine_process: bool = True
     graceful_timeout: float = 30.0
+    request_timeout: float = 60.0  # for a client to send a request whole (408 past it)
     properties: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -194,10 +195,13 @@ def build_config(
     api: str = "auto",
     port: int | None = None,
     host: str = "127.0.0.1",
+    request_timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Resolve the server's configuration from CLI flags, the environment and the model dir."""
     env = dict(os.environ if env is None else env)
+    if request_timeout <= 0:
+        raise ConfigError(f"--request-timeout must be positive, got {request_timeout:g}")
     folder = Path(model_dir or DEFAULT_MODEL_DIR)
     properties_file = folder / "serving.properties"
     if api == "auto":
@@ -215,6 +219,7 @@ def build_config(
     config.port = port or tgi.port or 8080
     config.payload_limit = tgi.payload_limit
     config.graceful_timeout = tgi.graceful_termination_timeout
+    config.request_timeout = request_timeout
     config.api_key = tgi.api_key
     config.instance_secret = env.get("STREAMHOST_INSTANCE_SECRET") or None
     engine = config.engine

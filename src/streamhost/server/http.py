@@ -1,4 +1,5 @@
-"""HTTP building blocks shared by the API modules: bodies, errors, streaming responses."""
+"""HTTP building blocks shared by the API modules: bodies, errors, streaming responses; and
+the server's uvicorn configuration, its HTTP protocol refusing in TGI's error form."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from streamhost.engine import RequestStream, TokenEvent
+from streamhost.server.config import ServerConfig
+from streamhost.uvicorn_http import RequestRefused, RequestTimedOut, error_response, http_protocol
 
 JSON = "application/json"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -162,3 +165,30 @@ class HeaderLimit:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+
+def refusal(error: RequestRefused) -> bytes:
+    """The answer to a request the HTTP protocol refuses itself (a head over its limits, a
+    request not sent in time), in TGI's error form."""
+    error_type = "request_timeout" if isinstance(error, RequestTimedOut) else "validation"
+    body = orjson.dumps({"error": str(error), "error_type": error_type})
+    return error_response(error.status, [(b"content-type", JSON.encode())], body)
+
+
+def server_config(config: ServerConfig, app: Any, *, log_level: str = "info") -> Any:
+    """uvicorn's configuration for serving `app` as `config` says."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,  # nothing here reads X-Forwarded-*
+        server_header=False,
+        # uvicorn's httptools protocol, with limits on a request's head and a deadline for a
+        # client to send each request (checks the uvicorn installed: UvicornMismatch).
+        http=http_protocol(config.request_timeout, refusal),
+        timeout_graceful_shutdown=max(1, round(config.graceful_timeout)),
+    )
