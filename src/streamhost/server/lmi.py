@@ -10,6 +10,8 @@ Formatters, chosen by ``option.output_formatter`` (else by the request's ``strea
 - ``json``: one ``{"generated_text": "..."}`` object, streamed in pieces as LMI 0.23 did.
 - ``sse``: the token lines as ``data: ...`` events. ``tgi_compat``: TGI's SSE events.
 - ``none``: the raw token text.
+
+The handlers at the end of the module do the I/O; :data:`routes` lists them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from streamhost.engine import FinishReason, SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError, describe_error
+from streamhost.server import tgi
+from streamhost.server.guard import guarded
+from streamhost.server.http import HTTPError, describe_error, json_response, streaming_response
+from streamhost.server.state import collect, read_request_json, server_of
 from streamhost.server.tgi import implies_sampling
 
 CONTENT_TYPES = {
@@ -186,3 +194,73 @@ class LMIStream:
 def error_body(status: int, message: str, error_type: str) -> dict:
     """DJL Serving's error body."""
     return {"code": status, "type": error_type, "message": message}
+
+
+def error_response(exc: HTTPError) -> Response:
+    """DJL Serving's error body with the error's status."""
+    return json_response(error_body(exc.status, exc.message, exc.error_type), exc.status)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def predictions(request: Request) -> Response:
+    """``POST /predictions/{model}`` and ``/models/{model}/invoke``: DJL Serving's routes."""
+    body = await read_request_json(request)
+    if server_of(request).custom is None and not isinstance(body, dict):
+        raise HTTPError(400, "Invalid request: expected a JSON object", "validation")
+    return await invoke(body, request)
+
+
+async def invoke(body: Any, request: Request) -> Response:
+    """Run an LMI body (or hand it to the custom ``model.py``), in the configured format."""
+    server = server_of(request)
+    if server.custom is not None:
+        return await server.custom.invoke(request, body)
+    req = parse_request(body)
+    session = server.session_for(request)
+    prompt = (session.text if session else "") + req.inputs
+    params = sampling_params(req.parameters, server.config.lmi_default_max_new_tokens)
+    formatter = choose_formatter(server.config.output_formatter, req.stream)
+    if formatter == "tgi_compat":
+        tgi_body = {
+            "inputs": req.inputs,
+            "parameters": body.get("parameters") or {},
+            "stream": req.stream,
+        }
+        return await tgi.generate(tgi_body, request, compat=True)
+    stream = server.submit(prompt, params)
+    prefix = req.inputs if req.parameters.return_full_text else ""
+    renderer = LMIStream(formatter, server.config.jsonlines_format, req.parameters.details, prefix)
+
+    def render_event(event: TokenEvent) -> bytes:
+        if session is not None and event.finish_reason is not None:
+            session.text = prompt + (event.generated_text or "")
+        if event.error is not None:
+            return renderer.render_error(f"Request failed during generation: {event.error}")
+        return renderer.render(event)
+
+    if req.stream is False and formatter == "json":
+        events = await collect(stream)
+        for event in events:
+            render_event(event)
+        if events[-1].error is not None:
+            raise HTTPError(424, events[-1].error, "generation")
+        server.stats.success += 1
+        return json_response({"generated_text": prefix + (events[-1].generated_text or "")})
+    server.stats.success += 1
+    media_type = CONTENT_TYPES[formatter]
+    return streaming_response(
+        stream,
+        render_event,
+        media_type=media_type,
+        keepalive=None,
+        interval=server.config.keepalive_interval,
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+routes = [
+    Route("/predictions/{model}", guarded(predictions, error_response), methods=["POST"]),
+    Route("/models/{model}/invoke", guarded(predictions, error_response), methods=["POST"]),
+]

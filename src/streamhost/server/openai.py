@@ -1,16 +1,40 @@
-"""The OpenAI API: ``/v1/chat/completions`` and ``/v1/completions``, streaming or not."""
+"""The OpenAI API: ``/v1/chat/completions`` and ``/v1/completions``, streaming or not.
+
+Parsing and rendering are pure functions; the handlers at the end of the module do the I/O,
+and :data:`routes` lists them for the app.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from streamhost.engine import FinishReason, SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError, describe_error
+from streamhost.engine import FinishReason, RequestStream, SamplingParams, TokenEvent
+from streamhost.server.guard import guarded
+from streamhost.server.http import (
+    SSE_HEADERS,
+    HTTPError,
+    describe_error,
+    json_response,
+    streaming_response,
+)
+from streamhost.server.state import (
+    ModelServer,
+    collect,
+    raise_if_failed,
+    read_request_json,
+    server_of,
+)
+
+SSE = "text/event-stream"
 
 
 class StreamOptions(BaseModel):
@@ -219,6 +243,11 @@ def error_body(message: str, error_type: str, code: Any = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
 
 
+def error_response(exc: HTTPError) -> Response:
+    """OpenAI's error body with the error's status."""
+    return json_response(error_body(exc.message, exc.error_type, exc.status), exc.status)
+
+
 def _chat_logprobs(event: TokenEvent) -> dict:
     top = [
         {"token": t.text, "logprob": t.logprob, "bytes": list(t.text.encode())}
@@ -291,3 +320,119 @@ def completion_response(
             "total_tokens": input_length + last.generated_tokens,
         },
     }
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``."""
+    return await chat(await read_request_json(request), request)
+
+
+async def completions(request: Request) -> Response:
+    """``POST /v1/completions``."""
+    return await complete(await read_request_json(request), request)
+
+
+async def models(request: Request) -> Response:
+    """``GET /v1/models``: the one model served."""
+    name = server_of(request).model_name
+    return json_response(
+        {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "streamhost"}],
+        }
+    )
+
+
+async def chat(body: Any, request: Request) -> Response:
+    """Run a chat-completions body; a session's history goes before its messages."""
+    server = server_of(request)
+    req = parse(ChatRequest, body)
+    session = server.session_for(request)
+    messages = (session.messages if session else []) + req.messages
+    try:
+        prompt = server.engine.apply_chat_template(messages)
+    except Exception as exc:  # a template error is the client's (bad roles, content)
+        raise HTTPError(422, f"Template error: {exc}", "template_error") from None
+    top_n = (req.top_logprobs or 0) if req.logprobs else 0
+    stream = server.submit(prompt, sampling_params(req, top_n), special=False)
+    model = req.model or server.model_name
+
+    def remember(event: TokenEvent) -> None:
+        if session is not None and event.finish_reason is not None:
+            reply = {"role": "assistant", "content": event.generated_text or ""}
+            session.messages = [*messages, reply]
+
+    if req.stream:
+        renderer = ChatStream(model, _include_usage(req), stream.input_length, req.logprobs)
+        return _stream(server, stream, renderer, remember)
+    events = await collect(stream)
+    remember(events[-1])
+    raise_if_failed(events[-1])
+    server.stats.success += 1
+    return json_response(chat_response(events, model, stream.input_length, req.logprobs))
+
+
+async def complete(body: Any, request: Request) -> Response:
+    """Run a completions body (one prompt)."""
+    server = server_of(request)
+    req = parse(CompletionRequest, body)
+    if req.suffix:
+        raise HTTPError(422, "Suffix is not supported", "suffix not supported")
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    if len(prompts) != 1:
+        raise HTTPError(
+            422,
+            "Number of prompts exceeds the maximum allowed batch size of 1",
+            "batch size exceeded",
+        )
+    stream = server.submit(prompts[0], sampling_params(req))
+    model = req.model or server.model_name
+    if req.stream:
+        renderer = CompletionStream(model, _include_usage(req), stream.input_length, False)
+        return _stream(server, stream, renderer, None)
+    events = await collect(stream)
+    raise_if_failed(events[-1])
+    server.stats.success += 1
+    prefix = prompts[0] if req.echo else ""
+    return json_response(completion_response(events, model, stream.input_length, prefix))
+
+
+def _include_usage(req: _Common) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
+
+
+def _stream(
+    server: ModelServer,
+    stream: RequestStream,
+    renderer: ChatStream,
+    remember: Callable[[TokenEvent], None] | None,
+) -> Response:
+    """An OpenAI SSE response: chunks per event, in-band errors, then ``[DONE]``."""
+
+    def render_event(event: TokenEvent) -> bytes:
+        if remember is not None:
+            remember(event)
+        if event.error is not None:
+            return stream_error(f"Request failed during generation: {event.error}")
+        return renderer.render(event)
+
+    server.stats.success += 1
+    return streaming_response(
+        stream,
+        render_event,
+        media_type=SSE,
+        keepalive=b": keep-alive\n\n",
+        interval=server.config.keepalive_interval,
+        headers=SSE_HEADERS,
+        tail=lambda: DONE,
+    )
+
+
+routes = [
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/chat/completions", guarded(chat_completions, error_response), methods=["POST"]),
+    Route("/v1/completions", guarded(completions, error_response), methods=["POST"]),
+]

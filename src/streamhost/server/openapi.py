@@ -342,8 +342,14 @@ def _lmi_ops() -> dict[str, Any]:
     }
 
 
-def openapi_document(api: str) -> dict[str, Any]:
-    """The OpenAPI 3.0 document of a model server with the `tgi` or `lmi` personality."""
+def _get(summary: str, description: str, media_type: str, schema: dict[str, Any]) -> dict:
+    """A GET operation that always answers 200 with one body."""
+    ok = {"description": description, "content": {media_type: {"schema": schema}}}
+    return {"get": {"summary": summary, "responses": {"200": ok}}}
+
+
+def _container_ops(api: str) -> dict[str, Any]:
+    """The routes every personality serves: health, metadata, ``/tokenize``, ``/invocations``."""
     ping_ok: dict[str, Any] = {"description": "Healthy: the model is loaded."}
     if api == "lmi":
         ping_ok["content"] = {_JSON: {"schema": {"type": "object"}}}
@@ -356,47 +362,12 @@ def openapi_document(api: str) -> dict[str, Any]:
             },
         }
     }
-    paths: dict[str, Any] = {
+    return {
         "/ping": ping,
         "/health": ping,
-        "/info": {
-            "get": {
-                "summary": "The model and the server's limits",
-                "responses": {
-                    "200": {"description": "Info.", "content": {_JSON: {"schema": _ref("Info")}}}
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics with TGI's names",
-                "responses": {
-                    "200": {"description": "Metrics.", "content": {_TEXT: {"schema": _STRING}}}
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.0.",
-                        "content": {_JSON: {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-        "/v1/models": {
-            "get": {
-                "summary": "OpenAI: the one model served",
-                "responses": {
-                    "200": {
-                        "description": "Models.",
-                        "content": {_JSON: {"schema": _ref("Models")}},
-                    }
-                },
-            }
-        },
+        "/info": _get("The model and the server's limits", "Info.", _JSON, _ref("Info")),
+        "/metrics": _get("Prometheus metrics with TGI's names", "Metrics.", _TEXT, _STRING),
+        "/openapi.json": _get("This document", "OpenAPI 3.0.", _JSON, {"type": "object"}),
         "/tokenize": {
             "post": {
                 "summary": "TGI: the prompt's tokens with character offsets",
@@ -429,27 +400,32 @@ def openapi_document(api: str) -> dict[str, Any]:
                 },
             }
         },
-        "/v1/chat/completions": {
-            "post": {
-                "summary": "OpenAI chat completions",
-                "requestBody": _json_body(_ref("ChatRequest")),
-                "responses": {
-                    "200": _stream_or_json(_ref("OpenAIResponse"), _SSE),
-                    **_errors("openai", 400, 413, 422, 424, 429, 503),
-                },
-            }
-        },
-        "/v1/completions": {
-            "post": {
-                "summary": "OpenAI completions",
-                "requestBody": _json_body(_ref("CompletionRequest")),
-                "responses": {
-                    "200": _stream_or_json(_ref("OpenAIResponse"), _SSE),
-                    **_errors("openai", 400, 413, 422, 424, 429, 503),
-                },
-            }
-        },
     }
+
+
+def _openai_ops() -> dict[str, Any]:
+    def generate(summary: str, request: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "requestBody": _json_body(_ref(request)),
+                "responses": {
+                    "200": _stream_or_json(_ref("OpenAIResponse"), _SSE),
+                    **_errors("openai", 400, 413, 422, 424, 429, 503),
+                },
+            }
+        }
+
+    return {
+        "/v1/models": _get("OpenAI: the one model served", "Models.", _JSON, _ref("Models")),
+        "/v1/chat/completions": generate("OpenAI chat completions", "ChatRequest"),
+        "/v1/completions": generate("OpenAI completions", "CompletionRequest"),
+    }
+
+
+def openapi_document(api: str) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of a model server with the `tgi` or `lmi` personality."""
+    paths = _container_ops(api) | _openai_ops()
     paths |= _generate_ops("tgi") if api == "tgi" else _lmi_ops()
     return {
         "openapi": "3.0.3",

@@ -1,4 +1,8 @@
-"""The TGI API: ``/``, ``/generate``, ``/generate_stream`` with TGI's exact wire format."""
+"""The TGI API: ``/``, ``/generate``, ``/generate_stream`` with TGI's exact wire format.
+
+Parsing and rendering are pure functions; the handlers at the end of the module do the I/O,
+and :data:`routes` lists them for the app.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,32 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from streamhost.engine import SamplingParams, TokenEvent
-from streamhost.server.http import HTTPError, describe_error
+from streamhost.engine import RequestStream, SamplingParams, TokenEvent
+from streamhost.server.guard import guarded
+from streamhost.server.http import (
+    SSE_HEADERS,
+    HTTPError,
+    describe_error,
+    json_response,
+    streaming_response,
+    tgi_error,
+)
+from streamhost.server.sessions import Session
+from streamhost.server.state import (
+    ModelServer,
+    collect,
+    raise_if_failed,
+    read_request_json,
+    server_of,
+)
+
+COMPUTE_TYPE = "cpu+streamhost"
+SSE = "text/event-stream"
+STREAM_HEADERS = {**SSE_HEADERS, "x-compute-type": COMPUTE_TYPE}
 
 
 class Grammar(BaseModel):
@@ -189,7 +216,7 @@ def timing_headers(started: float, events: list[TokenEvent], input_length: int) 
     total = time.perf_counter() - started
     generated = events[-1].generated_tokens if events else 0
     return {
-        "x-compute-type": "cpu+streamhost",
+        "x-compute-type": COMPUTE_TYPE,
         "x-compute-time": f"{total:.6f}",
         "x-total-time": str(int(total * 1000)),
         "x-inference-time": str(int(total * 1000)),
@@ -197,3 +224,101 @@ def timing_headers(started: float, events: list[TokenEvent], input_length: int) 
         "x-prompt-tokens": str(input_length),
         "x-generated-tokens": str(generated),
     }
+
+
+def error_response(exc: HTTPError) -> Response:
+    """TGI's error body, ``{"error", "error_type"}``, with the error's status."""
+    return tgi_error(exc.status, exc.message, exc.error_type)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def compat_generate(request: Request) -> Response:
+    """``POST /``: a list with the full text, or a stream when the body asks for one."""
+    return await generate(await read_request_json(request), request, compat=True)
+
+
+async def generate_once(request: Request) -> Response:
+    """``POST /generate``: the generation, answered when done (a ``stream`` field is ignored)."""
+    return await generate(await read_request_json(request), request, force_stream=False)
+
+
+async def generate_stream(request: Request) -> Response:
+    """``POST /generate_stream``: one server-sent event per token."""
+    return await generate(await read_request_json(request), request, force_stream=True)
+
+
+async def generate(
+    body: Any, request: Request, *, compat: bool = False, force_stream: bool | None = None
+) -> Response:
+    """Run a TGI body; ``compat`` is the ``/`` route's (a list, the prompt in the text)."""
+    server = server_of(request)
+    req = parse_request(body)
+    streaming = req.stream if force_stream is None else force_stream
+    p = req.parameters
+    if streaming and p.decoder_input_details:
+        raise HTTPError(
+            422,
+            "Input validation error: `decoder_input_details` == true is not supported when streaming tokens",
+            "validation",
+        )
+    session = server.session_for(request)
+    prompt = (session.text if session else "") + req.inputs
+    params = sampling_params(p)
+    return_full = p.return_full_text if p.return_full_text is not None else compat
+    prefix = req.inputs if return_full else ""
+    started = time.perf_counter()
+    stream = server.submit(prompt, params)
+    if streaming:
+        return _stream(server, stream, session, prompt, p.details, prefix)
+    events = await collect(stream)
+    _remember(session, prompt, events[-1])
+    raise_if_failed(events[-1])
+    prompt_tokens = []
+    if p.decoder_input_details:
+        prompt_tokens = [(i, server.engine.vocab.token_text(i)) for i in stream.prompt_ids]
+    result = generate_response(events, req, prefix, prompt_tokens)
+    server.stats.success += 1
+    server.stats.duration.observe(time.perf_counter() - started)
+    headers = timing_headers(started, events, stream.input_length)
+    return json_response([result] if compat else result, headers=headers)
+
+
+def _stream(
+    server: ModelServer,
+    stream: RequestStream,
+    session: Session | None,
+    prompt: str,
+    details: bool,
+    prefix: str,
+) -> Response:
+    def render_event(event: TokenEvent) -> bytes:
+        _remember(session, prompt, event)
+        if event.error is not None:
+            return render_stream_error(
+                f"Request failed during generation: {event.error}", "generation"
+            )
+        return render_stream_event(event, details, prefix)
+
+    server.stats.success += 1
+    return streaming_response(
+        stream,
+        render_event,
+        media_type=SSE,
+        keepalive=b":\n\n",
+        interval=server.config.keepalive_interval,
+        headers=STREAM_HEADERS,
+    )
+
+
+def _remember(session: Session | None, prompt: str, event: TokenEvent) -> None:
+    if session is not None and event.finish_reason is not None:
+        session.text = prompt + (event.generated_text or "")
+
+
+routes = [
+    Route("/", guarded(compat_generate, error_response), methods=["POST"]),
+    Route("/generate", guarded(generate_once, error_response), methods=["POST"]),
+    Route("/generate_stream", guarded(generate_stream, error_response), methods=["POST"]),
+]
