@@ -11,7 +11,8 @@ Formatters, chosen by ``option.output_formatter`` (else by the request's ``strea
 - ``sse``: the token lines as ``data: ...`` events. ``tgi_compat``: TGI's SSE events.
 - ``none``: the raw token text.
 
-The handlers at the end of the module do the I/O; :data:`routes` lists them.
+Each is sent with its media type as written (``text/event-stream`` for ``sse``, as DJL
+Serving does). The handlers at the end of the module do the I/O; :data:`routes` lists them.
 """
 
 from __future__ import annotations
@@ -256,7 +257,8 @@ async def invoke(body: Any, request: Request) -> Response:
         media_type=media_type,
         keepalive=None,
         interval=server.config.keepalive_interval,
-        headers={"X-Accel-Buffering": "no"},
+        # As written: Starlette would add "; charset=utf-8" to text/event-stream.
+        headers={"content-type": media_type, "X-Accel-Buffering": "no"},
     )
 
 

@@ -426,9 +426,18 @@ def _stream(
         media_type=SSE,
         keepalive=b": keep-alive\n\n",
         interval=server.config.keepalive_interval,
-        headers=SSE_HEADERS,
+        headers=stream_headers(server.config.api),
         tail=lambda: DONE,
     )
+
+
+def stream_headers(api: str) -> dict[str, str]:
+    """The headers of a stream: its media type as the server we stand in for sends it.
+
+    TGI's routes (axum's Sse) send ``text/event-stream`` as it is; the OpenAI API and vLLM
+    (under LMI) send ``text/event-stream; charset=utf-8``, which Starlette writes by itself.
+    """
+    return {"content-type": SSE, **SSE_HEADERS} if api == "tgi" else SSE_HEADERS
 
 
 routes = [

@@ -36,7 +36,9 @@ from streamhost.server.state import (
 
 COMPUTE_TYPE = "cpu+streamhost"
 SSE = "text/event-stream"
-STREAM_HEADERS = {**SSE_HEADERS, "x-compute-type": COMPUTE_TYPE}
+# As TGI's streams (axum's Sse) carry them; the content type is sent as written, where
+# Starlette would add "; charset=utf-8" to a text/ media type.
+STREAM_HEADERS = {"content-type": SSE, **SSE_HEADERS, "x-compute-type": COMPUTE_TYPE}
 
 
 class Grammar(BaseModel):
