@@ -80,12 +80,97 @@ class CompletionRequest(_Common):
     suffix: str | None = None
 
 
+class InvalidRequest(HTTPError):
+    """OpenAI's 400 ``invalid_request_error``, naming the parameter at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(400, message, "invalid_request_error")
+        self.param = param
+
+
 def parse(model: type[BaseModel], body: Any) -> Any:
     """Validate an OpenAI body, mapping type errors to OpenAI's 400 error."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise HTTPError(400, describe_error(exc), "invalid_request_error") from None
+        raise InvalidRequest(describe_error(exc)) from None
+
+
+# Content parts the API defines that carry something other than text (images, audio,
+# files): the models served here take text only, so these are refused by name.
+MEDIA_PARTS = ("image_url", "input_audio", "file")
+# Parts that carry text, under the part type's own key ({"type": "text", "text": "…"}), and
+# the one role each is limited to (None: any role).
+TEXT_PARTS: dict[str, str | None] = {"text": None, "refusal": "assistant"}
+# Roles whose content may be null: an assistant turn that only called tools, and the old
+# function-result message.
+NULL_CONTENT_ROLES = ("assistant", "function")
+# Text parts are joined as vLLM joins them (TGI joins with "").
+PART_SEPARATOR = "\n"
+
+
+def prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each ``content`` as the one string a chat template takes.
+
+    ``content`` may be a string, a list of text parts, or null on an assistant message.
+    """
+    return [
+        {**message, "content": message_text(message, f"messages[{i}]")}
+        for i, message in enumerate(messages)
+    ]
+
+
+def message_text(message: dict[str, Any], where: str) -> str:
+    """One message's text: its string, its text parts joined, or "" for a null assistant's."""
+    content = message.get("content")
+    role = message.get("role")
+    if isinstance(content, str):
+        return content
+    if content is None:
+        if role in NULL_CONTENT_ROLES:
+            return ""
+        raise InvalidRequest(
+            f"{where}.content: a {role!s} message needs content: a string or a list of "
+            "content parts",
+            f"{where}.content",
+        )
+    if not isinstance(content, list):
+        raise InvalidRequest(
+            f"{where}.content: expected a string or a list of content parts, "
+            f"not {type(content).__name__}",
+            f"{where}.content",
+        )
+    return PART_SEPARATOR.join(
+        _part_text(part, role, f"{where}.content[{j}]") for j, part in enumerate(content)
+    )
+
+
+def _part_text(part: Any, role: Any, where: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if not isinstance(kind, str):
+        raise InvalidRequest(
+            f"{where}: a content part is an object with a string 'type'", f"{where}.type"
+        )
+    if kind in MEDIA_PARTS:
+        raise InvalidRequest(
+            f"{where}: content parts of type {kind!r} are not supported: "
+            "this model takes text only",
+            f"{where}.type",
+        )
+    if kind not in TEXT_PARTS:
+        raise InvalidRequest(
+            f"{where}: unknown content part type {kind!r}; expected 'text'", f"{where}.type"
+        )
+    only_for = TEXT_PARTS[kind]
+    if only_for is not None and role != only_for:
+        raise InvalidRequest(
+            f"{where}: content parts of type {kind!r} belong to {only_for} messages",
+            f"{where}.type",
+        )
+    text = part.get(kind)
+    if not isinstance(text, str):
+        raise InvalidRequest(f"{where}.{kind}: expected a string", f"{where}.{kind}")
+    return text
 
 
 def sampling_params(req: _Common, top_n: int = 0) -> SamplingParams:
@@ -238,14 +323,15 @@ def stream_error(message: str, error_type: str = "server_error", code: int = 500
     return b"data: " + orjson.dumps(body) + b"\n\n" + DONE
 
 
-def error_body(message: str, error_type: str, code: Any = None) -> dict:
+def error_body(message: str, error_type: str, code: Any = None, param: str | None = None) -> dict:
     """OpenAI's error object for a non-streaming response."""
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def error_response(exc: HTTPError) -> Response:
-    """OpenAI's error body with the error's status."""
-    return json_response(error_body(exc.message, exc.error_type, exc.status), exc.status)
+    """OpenAI's error body with the error's status (and the parameter at fault, if known)."""
+    param = exc.param if isinstance(exc, InvalidRequest) else None
+    return json_response(error_body(exc.message, exc.error_type, exc.status, param), exc.status)
 
 
 def _chat_logprobs(event: TokenEvent) -> dict:
@@ -351,7 +437,7 @@ async def chat(body: Any, request: Request) -> Response:
     server = server_of(request)
     req = parse(ChatRequest, body)
     session = server.session_for(request)
-    messages = (session.messages if session else []) + req.messages
+    messages = (session.messages if session else []) + prompt_messages(req.messages)
     try:
         prompt = server.engine.apply_chat_template(messages)
     except Exception as exc:  # a template error is the client's (bad roles, content)

@@ -179,7 +179,19 @@ _SCHEMAS: dict[str, Any] = {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "properties": {"role": _STRING, "content": _nullable(_STRING)},
+                            "properties": {
+                                "role": _STRING,
+                                # Null on an assistant message only; parts other than
+                                # text (and an assistant's refusal) are refused with 400.
+                                "content": _nullable(
+                                    {
+                                        "oneOf": [
+                                            _STRING,
+                                            {"type": "array", "items": _ref("ContentPart")},
+                                        ]
+                                    }
+                                ),
+                            },
                         },
                     },
                     "logprobs": _BOOLEAN,
@@ -187,6 +199,15 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
         ]
+    },
+    "ContentPart": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["text", "refusal"]},
+            "text": _STRING,
+            "refusal": _STRING,
+        },
     },
     "CompletionRequest": {
         "allOf": [
