@@ -21,8 +21,7 @@ from streamhost.gateway.artifacts import (
     model_root,
     unsafe_member,
 )
-
-from .conftest import targz
+from tests.harness import targz
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -16,7 +15,6 @@ from typing import Any
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 from starlette.applications import Starlette
@@ -27,6 +25,7 @@ from streamhost.gateway.errors import AwsError
 from streamhost.gateway.lifecycle import DeployFailed, EndpointDeployer
 from streamhost.gateway.store import Store, sqlite_url
 from streamhost.gateway.validation import sagemaker_model, validate_shape
+from tests.harness import ServerThread
 
 IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
@@ -93,30 +92,19 @@ class Gateway:
             yield
             await self.control.close()
 
-        app = Starlette(routes=control_routes(self.control), lifespan=lifespan)
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        self.server = ServerThread(
+            Starlette(routes=control_routes(self.control), lifespan=lifespan)
         )
+        self.url = self.server.url
 
     def __enter__(self) -> Gateway:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.005)
+        self.server.start(timeout=10)
         return self
 
     def __exit__(self, *exc: object) -> None:
         # Shutdown cancels deployments still held at the gate: they stay Creating in the
         # store, as after a crash, for the restart tests.
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.socket.close()
+        self.server.stop(10)
         self.store.close()
 
     def run(self, coro: Any) -> Any:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
 from streamhost import cli
-
-from .conftest import (
-    ACCESS_KEY,
-    SECRET_KEY,
+from tests.harness import (
+    GatewayProcess,
     client,
     create_synthetic_endpoint,
     delete_endpoint,
@@ -90,50 +85,10 @@ sys.exit(code)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_gateway_runs_deploys_and_relays_without_torch(tmp_path):
-    port = free_port()
-    credentials = tmp_path / "credentials"
-    credentials.write_text(
-        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            GATEWAY_WITHOUT_TORCH,
-            "--log-level",
-            "warning",
-            "gateway",
-            "--port",
-            str(port),
-            "--state",
-            str(tmp_path / "state" / "gateway.db"),
-            "--credentials",
-            str(credentials),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    gateway = GatewayProcess(tmp_path / "state", launcher=("-c", GATEWAY_WITHOUT_TORCH)).start(30)
+    url = gateway.url
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert gateway.poll() is None, gateway.stdout.read()
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.1)
         sm = client("sagemaker", url)
         create_synthetic_endpoint(sm, "torchless", count=1)
         instances = [
@@ -147,10 +102,11 @@ def test_the_gateway_runs_deploys_and_relays_without_torch(tmp_path):
         delete_endpoint(sm, "torchless")
         create_synthetic_endpoint(sm, "left-running", count=1)
     finally:
-        gateway.send_signal(signal.SIGTERM)  # Ctrl-C / systemd stop: everything goes
-        output, _ = gateway.communicate(timeout=60)
+        left = gateway.stop(60)  # SIGTERM, as Ctrl-C or systemd stops it: everything goes
+    output = gateway.log_text()
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
-    assert gateway.returncode in (0, -signal.SIGTERM), output
+    assert gateway.popen.returncode in (0, -signal.SIGTERM), output
+    assert not left, [p.pid for p in left]
     assert "Traceback" not in output, output
     leftovers = [
         p

@@ -7,10 +7,9 @@ import dataclasses
 import psutil
 
 from streamhost.gateway.store import Store
-
-from .conftest import (
-    LiveGateway,
-    assert_no_instances_left,
+from tests.harness import (
+    GatewayThread,
+    assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
     model_servers,
@@ -33,12 +32,12 @@ def invoke(gateway, endpoint: str) -> bytes:
 
 def test_after_a_restart_the_endpoint_is_in_service_again(tmp_path):
     state = tmp_path / "state"
-    first = LiveGateway(state).start()
+    first = GatewayThread(state).start()
     create_synthetic_endpoint(first.sm(), "survivor", count=2)
     first.stop()
-    assert_no_instances_left()  # a clean shutdown stops its instances
+    assert_no_model_servers()  # a clean shutdown stops its instances
 
-    second = LiveGateway(state).start()
+    second = GatewayThread(state).start()
     try:
         wait_in_service(second.sm(), "survivor")
         assert b"generated_text" in invoke(second, "survivor")
@@ -46,18 +45,18 @@ def test_after_a_restart_the_endpoint_is_in_service_again(tmp_path):
         delete_endpoint(second.sm(), "survivor")
     finally:
         second.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def test_instances_left_running_are_adopted_by_the_next_gateway(tmp_path):
     state = tmp_path / "state"
-    first = LiveGateway(state, keep_instances=True).start()
+    first = GatewayThread(state, keep_instances=True).start()
     create_synthetic_endpoint(first.sm(), "adoptee", count=2)
     before = pids(first, "adoptee")
     first.stop()  # as if the gateway had crashed: the instances keep running
     assert {p.pid for p in model_servers()} == before
 
-    second = LiveGateway(state).start()
+    second = GatewayThread(state).start()
     try:
         wait_in_service(second.sm(), "adoptee")
         assert pids(second, "adoptee") == before
@@ -65,12 +64,12 @@ def test_instances_left_running_are_adopted_by_the_next_gateway(tmp_path):
         delete_endpoint(second.sm(), "adoptee")
     finally:
         second.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def test_an_instance_that_fails_the_adoption_checks_is_killed_and_replaced(tmp_path):
     state = tmp_path / "state"
-    first = LiveGateway(state, keep_instances=True).start()
+    first = GatewayThread(state, keep_instances=True).start()
     create_synthetic_endpoint(first.sm(), "impostor", count=2)
     records = first.app.store.list_instances("impostor")
     first.stop()
@@ -80,7 +79,7 @@ def test_an_instance_that_fails_the_adoption_checks_is_killed_and_replaced(tmp_p
     store.put_instance(tampered)
     store.close()
 
-    second = LiveGateway(state).start()
+    second = GatewayThread(state).start()
     try:
         wait_in_service(second.sm(), "impostor")
         now = pids(second, "impostor")
@@ -91,21 +90,21 @@ def test_an_instance_that_fails_the_adoption_checks_is_killed_and_replaced(tmp_p
         delete_endpoint(second.sm(), "impostor")
     finally:
         second.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def test_instances_of_an_endpoint_that_is_not_restored_are_stopped(tmp_path):
     state = tmp_path / "state"
-    first = LiveGateway(state, keep_instances=True).start()
+    first = GatewayThread(state, keep_instances=True).start()
     create_synthetic_endpoint(first.sm(), "forgotten")
     (record,) = first.app.store.list_instances("forgotten")
     first.app.store.update_endpoint("forgotten", status="Failed", failure_reason="test")
     first.stop()
     assert psutil.pid_exists(record.pid)
 
-    second = LiveGateway(state).start()
+    second = GatewayThread(state).start()
     try:
-        assert_no_instances_left()
+        assert_no_model_servers()
         assert second.app.store.list_instances("forgotten") == []
         second.sm().delete_endpoint(EndpointName="forgotten")
     finally:
@@ -114,7 +113,7 @@ def test_instances_of_an_endpoint_that_is_not_restored_are_stopped(tmp_path):
 
 def test_a_delete_interrupted_by_a_crash_finishes_and_kills_the_instances(tmp_path):
     state = tmp_path / "state"
-    first = LiveGateway(state, keep_instances=True).start()
+    first = GatewayThread(state, keep_instances=True).start()
     create_synthetic_endpoint(first.sm(), "doomed")
     (record,) = first.app.store.list_instances("doomed")
     first.stop()
@@ -124,14 +123,14 @@ def test_a_delete_interrupted_by_a_crash_finishes_and_kills_the_instances(tmp_pa
     store.close()
     assert psutil.pid_exists(record.pid)
 
-    second = LiveGateway(state).start()
+    second = GatewayThread(state).start()
     try:
         second.sm().get_waiter("endpoint_deleted").wait(
             EndpointName="doomed", WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
         )
     finally:
         second.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def _zombie_or_gone(pid: int) -> bool:

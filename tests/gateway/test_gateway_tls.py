@@ -11,9 +11,14 @@ import botocore.exceptions
 import pytest
 import trustme
 
-from tests.reliability.conftest import GatewayProcess
-
-from .conftest import client, create_synthetic_endpoint, delete_endpoint, payload_bytes, tgi_body
+from tests.harness import (
+    GatewayProcess,
+    client,
+    create_synthetic_endpoint,
+    delete_endpoint,
+    payload_bytes,
+    tgi_body,
+)
 
 
 @pytest.fixture

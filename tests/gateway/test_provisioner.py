@@ -10,13 +10,12 @@ from botocore.exceptions import WaiterError
 
 from streamhost import cli
 from streamhost.gateway.provisioner import gpu_available, is_accelerated, read_instance_logs
-
-from .conftest import (
+from tests.harness import (
     LMI_IMAGE,
     ROLE,
     TGI_IMAGE,
-    LiveGateway,
-    assert_no_instances_left,
+    GatewayThread,
+    assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
     model_servers,
@@ -61,7 +60,7 @@ def test_an_instance_that_never_gets_healthy_fails_after_the_startup_timeout(tmp
             }
         )
     )
-    live = LiveGateway(tmp_path / "state", startup_timeout=2.0).start()
+    live = GatewayThread(tmp_path / "state", startup_timeout=2.0).start()
     try:
         sm = live.sm()
         sm.create_model(
@@ -84,11 +83,11 @@ def test_an_instance_that_never_gets_healthy_fails_after_the_startup_timeout(tmp
         reason = failed(sm, "slow")
         assert "did not pass its /ping health check within " in reason
         assert "ContainerStartupHealthCheckTimeoutInSeconds=2" in reason
-        assert_no_instances_left()
+        assert_no_model_servers()
         sm.delete_endpoint(EndpointName="slow")
     finally:
         live.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def test_an_unsafe_archive_fails_the_endpoint_before_any_process_starts(gateway, tmp_path):

@@ -16,7 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EventStreamError
 
-from .conftest import (
+from tests.harness import (
     ACCESS_KEY,
     REGION,
     ROLE,

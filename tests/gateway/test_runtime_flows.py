@@ -11,8 +11,7 @@ import hashlib
 import json
 
 from streamhost.client import LineIterator
-
-from .conftest import (
+from tests.harness import (
     LMI_IMAGE,
     ROLE,
     TGI_IMAGE,

@@ -9,7 +9,7 @@ import time
 
 from botocore.eventstream import EventStreamBuffer
 
-from .conftest import create_synthetic_endpoint, signed_headers, tgi_body
+from tests.harness import create_synthetic_endpoint, signed_headers, tgi_body
 
 TOKENS = 400
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from .conftest import (
+from tests.harness import (
     client,
     create_synthetic_endpoint,
     delete_endpoint,

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
-from .conftest import (
+from tests.harness import (
     ROLE,
     TGI_IMAGE,
     create_synthetic_endpoint,

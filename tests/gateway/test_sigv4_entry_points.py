@@ -27,8 +27,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from streamhost.gateway.sigv4 import CredentialStore, SigV4Error, verify
-
-from .conftest import ACCESS_KEY, REGION, SECRET_KEY, running_gateway, tgi_body
+from tests.harness import ACCESS_KEY, REGION, SECRET_KEY, running_gateway, tgi_body
 
 TOKEN_KEY = "AKIDWITHTOKEN"
 TOKEN_SECRET = "secret-of-the-key-with-a-token"

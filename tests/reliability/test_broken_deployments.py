@@ -12,12 +12,12 @@ import time
 import pytest
 
 from streamhost.gateway import provisioner
-from tests.gateway.conftest import (
+from tests.harness import (
     LMI_IMAGE,
     ROLE,
     TGI_IMAGE,
-    LiveGateway,
-    assert_no_instances_left,
+    GatewayThread,
+    assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
     model_servers,
@@ -25,7 +25,7 @@ from tests.gateway.conftest import (
     wait_in_service,
 )
 
-from .conftest import report
+from .streaming import report
 
 pytestmark = pytest.mark.reliability
 
@@ -81,10 +81,10 @@ BROKEN = {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    live = LiveGateway(tmp_path_factory.mktemp("broken") / "state").start()
+    live = GatewayThread(tmp_path_factory.mktemp("broken") / "state").start()
     yield live
     live.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def failure_reason(sm, name: str, timeout: float = 120) -> str:

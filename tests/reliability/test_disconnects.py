@@ -9,19 +9,15 @@ import random
 import aiohttp
 import pytest
 
-from tests.gateway.conftest import create_synthetic_endpoint, delete_endpoint
-
-from .conftest import (
-    SOAK,
+from tests.harness import (
     GatewayProcess,
-    connector,
-    instance_metric,
-    open_fds,
-    reap_model_servers,
-    report,
-    stream_tokens,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
     wait_for,
 )
+
+from .streaming import SOAK, connector, instance_metric, open_fds, report, stream_tokens
 
 pytestmark = pytest.mark.reliability
 
@@ -111,4 +107,4 @@ def test_random_hang_ups_leave_no_running_request_and_no_leak(tmp_path):
         delete_endpoint(sm, "flaky")
     finally:
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)

@@ -13,21 +13,17 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.gateway.conftest import (
+from tests.harness import (
+    GatewayProcess,
+    assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
+    model_servers,
+    wait_for,
     wait_in_service,
 )
 
-from .conftest import (
-    GatewayProcess,
-    connector,
-    model_servers_under,
-    reap_model_servers,
-    report,
-    stream_tokens,
-    wait_for,
-)
+from .streaming import connector, report, stream_tokens
 
 pytestmark = pytest.mark.reliability
 
@@ -75,7 +71,7 @@ def test_a_gateway_killed_mid_stream_and_mid_deploy_comes_back_whole(tmp_path):
     # The clients lost their connection with the gateway (nothing could tell them more).
     assert all(isinstance(o, aiohttp.ClientError) or not o.complete for o in cut)
     # The instances outlived the gateway, as after a crash.
-    assert serving <= {p.pid for p in model_servers_under(state)}
+    assert serving <= {p.pid for p in model_servers(state)}
     assert integrity(first.db) == "ok"
 
     second = GatewayProcess(state).start()
@@ -89,7 +85,7 @@ def test_a_gateway_killed_mid_stream_and_mid_deploy_comes_back_whole(tmp_path):
         assert len(recorded) == 4
         # Every model server under the state folder is one the new gateway knows.
         wait_for(
-            lambda: {p.pid for p in model_servers_under(state)} == recorded,
+            lambda: {p.pid for p in model_servers(state)} == recorded,
             what="unknown instances to be stopped",
         )
         for outcome in asyncio.run(streams(second, "steady", 4, 20)):
@@ -106,7 +102,7 @@ def test_a_gateway_killed_mid_stream_and_mid_deploy_comes_back_whole(tmp_path):
         delete_endpoint(sm, "newborn")
     finally:
         second.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)
 
 
 def test_a_model_server_the_store_does_not_know_is_stopped_at_startup(tmp_path):
@@ -133,7 +129,7 @@ def test_a_model_server_the_store_does_not_know_is_stopped_at_startup(tmp_path):
         start_new_session=True,
     )
     try:
-        wait_for(lambda: model_servers_under(state), what="the stray model server")
+        wait_for(lambda: model_servers(state), what="the stray model server")
         gateway = GatewayProcess(state).start()
         try:
             wait_for(lambda: stray.poll() is not None, what="the stray instance to be stopped")

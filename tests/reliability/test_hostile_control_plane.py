@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamhost.gateway.control import OPERATIONS
-from tests.gateway.conftest import LiveGateway, assert_no_instances_left, delete_endpoint
+from tests.harness import GatewayThread, assert_no_model_servers, delete_endpoint, signed_headers
 
-from .conftest import SOAK, signed_headers
 from .shapes import operation_model, operations, request
+from .streaming import SOAK
 
 pytestmark = pytest.mark.reliability
 
@@ -28,13 +28,13 @@ ELSEWHERE = [name for name in operations() if name not in OPERATIONS]
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    live = LiveGateway(tmp_path_factory.mktemp("fuzz") / "state").start()
+    live = GatewayThread(tmp_path_factory.mktemp("fuzz") / "state").start()
     yield live
     sm = live.sm()
     for endpoint in sm.list_endpoints(MaxResults=100)["Endpoints"]:
         delete_endpoint(sm, endpoint["EndpointName"])
     live.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 import httpx
 import pytest
 
-from tests.server.conftest import start_server
+from tests.harness import start_model_server
 
 pytestmark = pytest.mark.reliability
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.reliability
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    live = start_server({"HF_MODEL_ID": "synthetic:1"}, model_dir=str(folder))
+    live = start_model_server({"HF_MODEL_ID": "synthetic:1"}, model_dir=str(folder))
     yield live
     live.stop()
 

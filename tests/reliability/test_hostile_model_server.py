@@ -19,9 +19,9 @@ from schemathesis.checks import (
 )
 
 from streamhost.server.openapi import openapi_document
-from tests.server.conftest import start_server
+from tests.harness import start_model_server
 
-from .conftest import SOAK
+from .streaming import SOAK
 
 pytestmark = pytest.mark.reliability
 
@@ -43,7 +43,7 @@ EXAMPLES = 200 if SOAK else 20
 
 @pytest.fixture(scope="module")
 def tgi_server(tmp_path_factory):
-    live = start_server(
+    live = start_model_server(
         {"HF_MODEL_ID": "synthetic:0", **ENV}, model_dir=str(tmp_path_factory.mktemp("tgi"))
     )
     yield live
@@ -54,7 +54,7 @@ def tgi_server(tmp_path_factory):
 def lmi_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lmi")
     (folder / "serving.properties").write_text("engine=Python\noption.model_id=synthetic:0\n")
-    live = start_server(ENV, model_dir=str(folder))
+    live = start_model_server(ENV, model_dir=str(folder))
     yield live
     live.stop()
 

@@ -14,17 +14,16 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.gateway.conftest import LiveGateway, create_synthetic_endpoint, delete_endpoint
-
-from .conftest import (
+from tests.harness import (
     GatewayProcess,
-    connector,
-    instance_metric,
-    reap_model_servers,
-    report,
-    stream_tokens,
+    GatewayThread,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
     wait_for,
 )
+
+from .streaming import connector, instance_metric, report, stream_tokens
 
 pytestmark = pytest.mark.reliability
 
@@ -121,11 +120,11 @@ def test_an_instance_killed_mid_stream_breaks_only_its_own_streams(tmp_path):
         delete_endpoint(sm, "fragile")
     finally:
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)
 
 
 def test_a_hung_instance_times_out_its_streams_and_is_replaced(tmp_path):
-    gateway = LiveGateway(
+    gateway = GatewayThread(
         tmp_path / "state", idle_timeout=1.5, health_interval=0.3, stop_timeout=2.0
     ).start()
     frozen = None
@@ -188,7 +187,7 @@ def test_a_hung_instance_times_out_its_streams_and_is_replaced(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(frozen.pid, signal.SIGCONT)
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)
 
 
 def _zombie(pid: int) -> bool:

@@ -17,19 +17,22 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.gateway.conftest import create_synthetic_endpoint, delete_endpoint
+from tests.harness import (
+    GatewayProcess,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
+)
 
-from .conftest import (
+from .streaming import (
     SOAK_SECONDS,
     SOAK_STREAMS,
-    GatewayProcess,
     Outcome,
     connector,
     expected_text,
     median,
     open_fds,
     percentile,
-    reap_model_servers,
     report,
     sample_rss,
     stream_tokens,
@@ -130,4 +133,4 @@ def test_concurrent_streams_lose_nothing_and_gateway_memory_stays_flat(tmp_path)
         delete_endpoint(sm, "soak")
     finally:
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)

@@ -11,19 +11,16 @@ import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gateway.conftest import create_synthetic_endpoint, delete_endpoint
-
-from .conftest import (
+from tests.harness import (
     GatewayProcess,
-    connector,
-    instance_metric,
-    percentile,
-    reap_model_servers,
-    report,
-    stream_tokens,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
     tgi_body,
     wait_for,
 )
+
+from .streaming import connector, instance_metric, percentile, report, stream_tokens
 
 pytestmark = pytest.mark.reliability
 
@@ -49,7 +46,7 @@ def crowded(tmp_path):
         delete_endpoint(gateway.sm(), "crowded")
     finally:
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)
 
 
 def busy(gateway: GatewayProcess) -> list[float]:
@@ -95,7 +92,7 @@ async def overload(gateway: GatewayProcess) -> dict:
             await asyncio.to_thread(
                 smr.invoke_endpoint,
                 EndpointName="crowded",
-                Body=tgi_body(5).replace(b"true", b"false"),
+                Body=tgi_body(tokens=5).replace(b"true", b"false"),
             )
         error = raised.value.response
         assert error["ResponseMetadata"]["HTTPStatusCode"] == 429

@@ -15,17 +15,18 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.gateway.conftest import (
+from tests.harness import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
-    LiveGateway,
-    assert_no_instances_left,
+    GatewayThread,
+    assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
+    tgi_body,
 )
 
-from .conftest import instance_metric, tgi_body
+from .streaming import instance_metric
 
 pytestmark = pytest.mark.reliability
 
@@ -34,17 +35,17 @@ RUNTIME = "/endpoints/guarded/invocations-response-stream"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    live = LiveGateway(tmp_path_factory.mktemp("sigv4") / "state").start()
+    live = GatewayThread(tmp_path_factory.mktemp("sigv4") / "state").start()
     create_synthetic_endpoint(live.sm(), "guarded")
     yield live
     delete_endpoint(live.sm(), "guarded")
     live.stop()
-    assert_no_instances_left()
+    assert_no_model_servers()
 
 
 def planes() -> list:
     control = ("/", b"{}", {"X-Amz-Target": "SageMaker.ListEndpoints"})
-    runtime = (RUNTIME, tgi_body(3), {})
+    runtime = (RUNTIME, tgi_body(tokens=3), {})
     return [pytest.param(*control, id="control"), pytest.param(*runtime, id="runtime")]
 
 

@@ -8,18 +8,17 @@ import time
 
 import pytest
 
-from tests.gateway.conftest import create_synthetic_endpoint, delete_endpoint
-
-from .conftest import (
+from tests.harness import (
     GatewayProcess,
-    instance_metric,
-    reap_model_servers,
-    report,
-    rss_mib,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
     signed_headers,
     tgi_body,
     wait_for,
 )
+
+from .streaming import instance_metric, report, rss_mib
 
 pytestmark = pytest.mark.reliability
 
@@ -35,7 +34,7 @@ def stalled_stream(url: str, endpoint: str) -> socket.socket:
     """Send a signed streaming request on a socket with a small receive buffer, and read
     nothing back."""
     target = f"{url}/endpoints/{endpoint}/invocations-response-stream"
-    body = tgi_body(TOKENS)
+    body = tgi_body(tokens=TOKENS)
     headers = signed_headers(target, body, {"Content-Type": "application/json"})
     host, port = url.removeprefix("http://").split(":")
     sock = socket.socket()
@@ -130,4 +129,4 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_stream_timeout(tmp_path):
         delete_endpoint(sm, "stall")
     finally:
         gateway.stop()
-        reap_model_servers(tmp_path)
+        assert_no_model_servers(tmp_path)

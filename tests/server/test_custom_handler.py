@@ -7,7 +7,7 @@ import hashlib
 import httpx
 import pytest
 
-from .conftest import start_server
+from tests.harness import start_model_server
 
 MODEL_PY = """
 import json
@@ -36,7 +36,7 @@ def custom_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("custom")
     (folder / "serving.properties").write_text("engine=Python\noption.entryPoint=model.py\n")
     (folder / "model.py").write_text(MODEL_PY)
-    server = start_server({}, model_dir=str(folder))
+    server = start_model_server({}, model_dir=str(folder))
     yield server
     server.stop()
 

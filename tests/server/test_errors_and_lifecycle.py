@@ -14,14 +14,14 @@ import time
 import httpx
 import pytest
 
-from .conftest import free_port, start_server
+from tests.harness import free_port, start_model_server
 
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic")
     env = {"HF_MODEL_ID": "synthetic:20", "MAX_CONCURRENT_REQUESTS": "2", "API_KEY": "s3cret"}
-    server = start_server(env, model_dir=str(folder))
+    server = start_model_server(env, model_dir=str(folder))
     yield server
     server.stop()
 
@@ -128,7 +128,7 @@ def test_lmi_stream_error_is_in_band_after_200(tiny_dir, tmp_path):
     (tmp_path / "serving.properties").write_text(
         "option.model_id=tiny\noption.output_formatter=jsonlines\n"
     )
-    server = start_server({}, model_dir=str(tmp_path))
+    server = start_model_server({}, model_dir=str(tmp_path))
     try:
         engine = server.server.config.app.state.server.engine
         lines = []

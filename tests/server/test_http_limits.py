@@ -23,7 +23,7 @@ import pytest
 from streamhost import cli
 from streamhost.uvicorn_http import MAX_FIELD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
 from tests.gateway.test_http_limits import MiB, PeakRss, exchange, send_huge_field
-from tests.server.conftest import free_port
+from tests.harness import free_port
 
 
 @dataclass

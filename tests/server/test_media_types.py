@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import start_server
+from tests.harness import start_model_server
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 COMPLETION = {"prompt": "hi", "max_tokens": 3}
@@ -19,7 +19,7 @@ TGI_BODY = {"inputs": "hi", "parameters": {"max_new_tokens": 3}}
 
 @pytest.fixture(scope="module")
 def synthetic_tgi(tmp_path_factory):
-    server = start_server(
+    server = start_model_server(
         {"HF_MODEL_ID": "synthetic:0"}, model_dir=str(tmp_path_factory.mktemp("m"))
     )
     yield server
@@ -85,7 +85,7 @@ def test_answers_and_errors_are_application_json(synthetic_tgi, path, body):
 )
 def test_lmi_formatters_send_their_media_type_as_written(tmp_path, formatter, body, content_type):
     env = {"OPTION_MODEL_ID": "synthetic:0", "OPTION_OUTPUT_FORMATTER": formatter}
-    server = start_server(env, model_dir=str(tmp_path), api="lmi")
+    server = start_model_server(env, model_dir=str(tmp_path), api="lmi")
     try:
         with httpx.stream("POST", server.url + "/invocations", json=body, timeout=30) as response:
             assert response.status_code == 200
@@ -96,7 +96,9 @@ def test_lmi_formatters_send_their_media_type_as_written(tmp_path, formatter, bo
 
 
 def test_lmi_personality_openai_streams_carry_a_charset_as_openai_does(tmp_path):
-    server = start_server({"OPTION_MODEL_ID": "synthetic:0"}, model_dir=str(tmp_path), api="lmi")
+    server = start_model_server(
+        {"OPTION_MODEL_ID": "synthetic:0"}, model_dir=str(tmp_path), api="lmi"
+    )
     try:
         for path, body in [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)]:
             content_type = _streamed_content_type(server.url + path, {**body, "stream": True})

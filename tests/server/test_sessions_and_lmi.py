@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from .conftest import start_server
+from tests.harness import start_model_server
 
 BLOG_PROPERTIES = """engine=MPI
 option.model_id=tiny
@@ -57,7 +57,7 @@ class LineIterator:
 def lmi_server(tiny_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lmi")
     (folder / "serving.properties").write_text(BLOG_PROPERTIES)
-    server = start_server({}, model_dir=str(folder))
+    server = start_model_server({}, model_dir=str(folder))
     yield server
     server.stop()
 

@@ -171,9 +171,9 @@ def test_malformed_json_is_400_and_oversize_is_413(tgi_server):
 
 
 def test_engine_process_death_ends_streams_in_band_and_fails_health(tiny_dir, tmp_path):
-    from .conftest import start_server
+    from tests.harness import start_model_server
 
-    server = start_server({"HF_MODEL_ID": "tiny"}, model_dir=str(tmp_path))
+    server = start_model_server({"HF_MODEL_ID": "tiny"}, model_dir=str(tmp_path))
     try:
         engine = server.server.config.app.state.server.engine
         body = {"inputs": "long", "parameters": {"max_new_tokens": 2000, "ignore_eos": True}}

@@ -3,23 +3,16 @@ terminal commands, started once for the tests of this folder."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from streamhost.deploy import DeploySpec, deploy
 from streamhost.endpoints.clients import control_client
+from tests.harness import GatewayProcess
 
 ACCESS_KEY = "SHUITESTKEY000000000"
 SECRET_KEY = "streamhost-ui-test-secret"
@@ -38,28 +31,6 @@ CHROMIUM_ARGS = [
 ]
 CHAT_ENDPOINT = "chat"  # tiny, TGI API
 SLOW_ENDPOINT = "slow"  # synthetic:25, TGI API
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not http_ok(url):
-        assert process.poll() is None, f"process exited with {process.returncode}"
-        assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
-        time.sleep(0.2)
 
 
 def tiny_cache() -> str:
@@ -85,58 +56,8 @@ def streamhost_command(name: str) -> list[str]:
     return [sys.executable, "-m", module] + ([] if name == "up" else [name])
 
 
-def descendants(pid: int) -> list[psutil.Process]:
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).children(recursive=True)
-    return []
-
-
-def running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-def still_running(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Those of `processes` still running after waiting up to `timeout` seconds for all."""
-    deadline = time.monotonic() + timeout
-    while running(processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return running(processes)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 60.0) -> list[psutil.Process]:
-    """SIGTERM ``process`` and wait; return its descendants that outlived it (then kill them)."""
-    family = descendants(process.pid)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    deadline = time.monotonic() + 10
-    while running(family) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = running(family)
-    for leftover in left:
-        with contextlib.suppress(psutil.Error):
-            leftover.kill()
-    return left
-
-
-@dataclass
-class Gateway:
-    url: str
-    home: Path
-    env: dict[str, str]
-    process: subprocess.Popen
-
-
 @pytest.fixture(scope="session")
-def ui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def ui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """``streamhost gateway`` with SigV4 on, its key pair in ``<home>/.config/streamhost``."""
     root = tmp_path_factory.mktemp("ui-gateway")
     home = root / "home"
@@ -150,37 +71,16 @@ def ui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "HOME": str(home),
         "STREAMHOST_CACHE": tiny_cache(),
     }
-    port = free_port()
-    log = (root / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamhost.cli",
-            "gateway",
-            "--port",
-            str(port),
-            "--state",
-            str(root / "gateway.db"),
-            "--credentials",
-            str(credentials),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    gateway = GatewayProcess(root, env=env, credentials=credentials)
     try:
-        wait_for(f"{url}/ping", process)
-        yield Gateway(url, home, env, process)
+        yield gateway.start()
     finally:
-        left = stop_process(process)
-        log.close()
+        left = gateway.stop(60)
         assert not left, f"processes outlived the gateway: {[p.pid for p in left]}"
 
 
 @pytest.fixture
-def gateway_home(ui_gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+def gateway_home(ui_gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> GatewayProcess:
     """The gateway, with this process's HOME and environment set as its users' would be."""
     for name in list(os.environ):
         if name.startswith(("AWS_", "STREAMHOST_")):
@@ -192,13 +92,13 @@ def gateway_home(ui_gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gatewa
 KEYS = {"aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY}
 
 
-def _deployed(gateway: Gateway, spec: DeploySpec) -> str:
+def _deployed(gateway: GatewayProcess, spec: DeploySpec) -> str:
     deploy(control_client(gateway.url, KEYS), spec, data_dir=gateway.home / "model-data")
     return spec.name
 
 
 @pytest.fixture(scope="session")
-def chat_endpoint(ui_gateway: Gateway) -> str:
+def chat_endpoint(ui_gateway: GatewayProcess) -> str:
     """Endpoint ``chat``: the tiny model behind the TGI API."""
     return _deployed(
         ui_gateway, DeploySpec(CHAT_ENDPOINT, model="tiny", instance_type="ml.m5.large")
@@ -206,7 +106,7 @@ def chat_endpoint(ui_gateway: Gateway) -> str:
 
 
 @pytest.fixture(scope="session")
-def slow_endpoint(ui_gateway: Gateway) -> str:
+def slow_endpoint(ui_gateway: GatewayProcess) -> str:
     """Endpoint ``slow``: synthetic tokens every 25 ms, behind the TGI API."""
     return _deployed(
         ui_gateway, DeploySpec(SLOW_ENDPOINT, model="synthetic:25", instance_type="ml.m5.large")

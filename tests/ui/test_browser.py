@@ -14,15 +14,9 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from streamhost.ui.launch import streamlit_command
+from tests.harness import GatewayProcess, free_port, stop_popen, wait_until_serving
 
-from .conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Gateway,
-    free_port,
-    stop_process,
-    wait_for,
-)
+from .conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,7 +30,9 @@ CURSOR = "▌"  # what the UI appends while an answer streams
 METRICS = re.compile(r"TTFT \d+\.\d\d s · \d+ tokens · \d+\.\d tokens/s")
 
 
-def start_ui(gateway: Gateway, gateway_url: str, endpoint: str, log: Path) -> tuple[str, object]:
+def start_ui(
+    gateway: GatewayProcess, gateway_url: str, endpoint: str, log: Path
+) -> tuple[str, object]:
     port = free_port()
     env = {
         **gateway.env,
@@ -49,7 +45,7 @@ def start_ui(gateway: Gateway, gateway_url: str, endpoint: str, log: Path) -> tu
     )
     handle.close()
     url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/_stcore/health", process)
+    wait_until_serving(f"{url}/_stcore/health", process)
     return url, process
 
 
@@ -66,12 +62,12 @@ def page(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def chat_ui(ui_gateway: Gateway, chat_endpoint: str, tmp_path: Path) -> Iterator[str]:
+def chat_ui(ui_gateway: GatewayProcess, chat_endpoint: str, tmp_path: Path) -> Iterator[str]:
     url, process = start_ui(ui_gateway, ui_gateway.url, chat_endpoint, tmp_path / "ui.log")
     try:
         yield url
     finally:
-        assert not stop_process(process, timeout=15)
+        assert not stop_popen(process, timeout=15)
 
 
 def watch_answer(page, timeout: float = 120.0) -> list[int]:
@@ -138,7 +134,7 @@ def test_stop_ends_the_answer_and_keeps_the_text(page, chat_ui: str, output_dir:
 
 
 def test_an_unreachable_gateway_is_a_readable_error(
-    page, ui_gateway: Gateway, tmp_path: Path, output_dir: Path
+    page, ui_gateway: GatewayProcess, tmp_path: Path, output_dir: Path
 ) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     url, process = start_ui(ui_gateway, nowhere, "default", tmp_path / "ui.log")
@@ -151,7 +147,7 @@ def test_an_unreachable_gateway_is_a_readable_error(
         assert page.get_by_test_id("stException").count() == 0
         page.screenshot(path=str(output_dir / "unreachable.png"), full_page=True)
     finally:
-        assert not stop_process(process, timeout=15)
+        assert not stop_popen(process, timeout=15)
 
 
 def test_the_token_slider_reaches_the_request(page, chat_ui: str) -> None:

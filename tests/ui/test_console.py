@@ -23,8 +23,7 @@ from streamhost.endpoints.invocation import (
     request_body,
     start_generation,
 )
-
-from .conftest import Gateway, free_port
+from tests.harness import GatewayProcess, free_port
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -34,7 +33,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_invoke_prints_the_answer_and_its_timings(
-    gateway_home: Gateway, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run(
         ["invoke", slow_endpoint, "count", "--max-new-tokens", "5", "--gateway", gateway_home.url],
@@ -46,7 +45,7 @@ def test_invoke_prints_the_answer_and_its_timings(
 
 
 def test_invoke_stream_reports_ttft_and_tokens_per_second(
-    gateway_home: Gateway, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run(
         [
@@ -67,7 +66,7 @@ def test_invoke_stream_reports_ttft_and_tokens_per_second(
 
 
 def test_endpoints_lists_and_describes_with_the_api(
-    gateway_home: Gateway, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, _ = run(["endpoints", "--gateway", gateway_home.url], capsys)
     assert status == 0
@@ -82,7 +81,7 @@ def test_endpoints_lists_and_describes_with_the_api(
 
 
 def test_deploy_lmi_streams_json_lines_and_delete_removes_everything(
-    gateway_home: Gateway, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = gateway_home.url
     status, _, err = run(
@@ -139,7 +138,7 @@ def test_deploy_lmi_streams_json_lines_and_delete_removes_everything(
 
 
 def test_deploy_refuses_an_existing_endpoint_in_one_line(
-    gateway_home: Gateway, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, _, err = run(
         ["deploy", slow_endpoint, "--model", "tiny", "--gateway", gateway_home.url], capsys
@@ -150,7 +149,7 @@ def test_deploy_refuses_an_existing_endpoint_in_one_line(
 
 
 def test_unknown_endpoint_is_one_clear_line(
-    gateway_home: Gateway, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, _, err = run(["invoke", "nowhere", "hi", "--gateway", gateway_home.url], capsys)
     assert status == 1
@@ -160,7 +159,7 @@ def test_unknown_endpoint_is_one_clear_line(
 
 
 def test_unreachable_gateway_is_one_clear_line(
-    gateway_home: Gateway, capsys: pytest.CaptureFixture[str]
+    gateway_home: GatewayProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     status, _, err = run(["endpoints", "--gateway", url], capsys)
@@ -173,7 +172,9 @@ def test_unreachable_gateway_is_one_clear_line(
 
 
 def test_wrong_credentials_are_reported_as_such(
-    gateway_home: Gateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    gateway_home: GatewayProcess,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HOME", str(gateway_home.home / "elsewhere"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "SHNOTAKEY")
@@ -184,7 +185,7 @@ def test_wrong_credentials_are_reported_as_such(
 
 
 def test_gateway_url_comes_from_the_environment(
-    gateway_home: Gateway,
+    gateway_home: GatewayProcess,
     slow_endpoint: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -195,7 +196,9 @@ def test_gateway_url_comes_from_the_environment(
     assert slow_endpoint in out
 
 
-def test_chat_answers_each_turn_until_exit(gateway_home: Gateway, slow_endpoint: str) -> None:
+def test_chat_answers_each_turn_until_exit(
+    gateway_home: GatewayProcess, slow_endpoint: str
+) -> None:
     lines = iter(["first question", "", "second question", "/exit"])
     out, err = io.StringIO(), io.StringIO()
     status = run_chat(
@@ -218,7 +221,9 @@ def _input_tokens(error: ClientError) -> int:
     return int(found.group(1))
 
 
-def test_a_session_carries_the_conversation(gateway_home: Gateway, chat_endpoint: str) -> None:
+def test_a_session_carries_the_conversation(
+    gateway_home: GatewayProcess, chat_endpoint: str
+) -> None:
     smr = invocation_client(gateway_home.url)
     first = request_body("tgi", turn_prompt("hello"), GenerationParameters(max_new_tokens=3))
     # Too many new tokens for the model: rejected, quoting the prompt's length in tokens.

@@ -6,11 +6,13 @@ import os
 import subprocess
 import time
 
-from .conftest import Gateway, streamhost_command
+from tests.harness import GatewayProcess
+
+from .conftest import streamhost_command
 
 
 def test_invoke_stream_prints_tokens_long_before_the_generation_ends(
-    ui_gateway: Gateway, slow_endpoint: str
+    ui_gateway: GatewayProcess, slow_endpoint: str
 ) -> None:
     # 160 tokens, one every 25 ms: four seconds of generation.
     process = subprocess.Popen(

@@ -23,8 +23,7 @@ from streamhost.processes import (
     stop_process_async,
     stop_signals,
 )
-
-from .conftest import still_running
+from tests.harness import still_running
 
 # A child that says "ready" once its SIGTERM handling is set, then waits to be stopped.
 OBEYS_SIGTERM = "import time; print('ready', flush=True); time.sleep(60)"

@@ -8,10 +8,12 @@ import subprocess
 
 import pytest
 
-from .conftest import Gateway, descendants, free_port, still_running, streamhost_command, wait_for
+from tests.harness import GatewayProcess, descendants, free_port, still_running, wait_until_serving
+
+from .conftest import streamhost_command
 
 
-def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
+def serving_ui(ui_gateway: GatewayProcess) -> tuple[subprocess.Popen, int, list]:
     """`streamhost ui` started as a shell starts a background job (SIGINT ignored: the command
     must not rely on inheriting its default handling), once the UI answers: the process, its
     port and the processes it started."""
@@ -25,7 +27,7 @@ def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
-        wait_for(f"http://127.0.0.1:{port}/_stcore/health", process)
+        wait_until_serving(f"http://127.0.0.1:{port}/_stcore/health", process)
         family = descendants(process.pid)
         assert family, "streamlit runs as a child"
     except BaseException:
@@ -36,7 +38,7 @@ def serving_ui(ui_gateway: Gateway) -> tuple[subprocess.Popen, int, list]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None:
+def test_ui_serves_until_a_stop_signal(ui_gateway: GatewayProcess, signum: int) -> None:
     process, port, family = serving_ui(ui_gateway)
     process.send_signal(signum)
     try:
@@ -50,7 +52,7 @@ def test_ui_serves_until_a_stop_signal(ui_gateway: Gateway, signum: int) -> None
     assert not left, [p.pid for p in left]
 
 
-def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: Gateway) -> None:
+def test_ui_killed_outright_leaves_no_server_behind(ui_gateway: GatewayProcess) -> None:
     process, _, family = serving_ui(ui_gateway)
     process.kill()  # no chance to stop its child: the kernel tells the child instead
     process.wait(30)

@@ -16,8 +16,9 @@ import boto3
 import pytest
 
 from streamhost.client import stream_text
+from tests.harness import descendants, free_port, http_ok, still_running
 
-from .conftest import descendants, free_port, http_ok, still_running, streamhost_command, tiny_cache
+from .conftest import streamhost_command, tiny_cache
 
 READY_LINE = "Ctrl-C stops everything."
 

@@ -47,6 +47,7 @@ from botocore.credentials import Credentials
 
 from streamhost.bench.scenarios import Table
 from streamhost.gateway.store import Store, sqlite_url
+from streamhost.ports import free_port
 
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDBENCHMARK", "benchmark-secret", "us-east-1"
 TGI_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.4"
@@ -156,12 +157,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

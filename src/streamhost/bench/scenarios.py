@@ -16,7 +16,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 from streamhost.bench.loadgen import Workload, random_prompts, run
 from streamhost.bench.metrics import Summary, summarize
+from streamhost.ports import free_port
 
 Progress = Callable[[str], None]
 
@@ -181,12 +181,6 @@ def engine_limit(
 
 
 # -- 2. model server ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -30,7 +30,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import aiohttp
 import psutil
 
 from streamhost.client.images import Personality, UnsupportedImage, personality
+from streamhost.ports import free_port
 from streamhost.processes import signal_group, stop_process_async
 
 from . import errors
@@ -513,7 +513,7 @@ class LocalProcessProvisioner:
     ) -> _ManagedInstance:
         key = fleet.endpoint.lower()
         instance_id = f"{_safe_name(plan.name)}-{secrets.token_hex(4)}"
-        port = _free_port(self.settings.host)
+        port = free_port(self.settings.host)
         secret = secrets.token_urlsafe(24)
         data_dir, root = fleet.model_dirs[plan.name]
         log_path = self.settings.state_dir / "logs" / key / f"{instance_id}.log"
@@ -917,12 +917,6 @@ def read_instance_logs(
 def _safe_name(name: str) -> str:
     # Variant names are [a-zA-Z0-9-]; lower-cased so the folder matches any spelling.
     return "".join(c if c.isalnum() or c == "-" else "_" for c in name.lower())
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def _popen(

@@ -1,9 +1,9 @@
-"""What the reliability tests share: a gateway run as its own process, a signed streaming
-client that checks every token's sequence number, and process measurements.
+"""What the reliability tests share beside the harness: a signed streaming client that
+checks every token's sequence number, and process measurements.
 
-The gateway runs as `python -m streamhost.cli gateway` (not on a thread of the test
-process) so that it can be killed with SIGKILL, and so that its memory, file descriptors
-and CPU are its own and not the test client's.
+The reliability tests run the gateway as its own process (`tests.harness.GatewayProcess`)
+so that it can be killed with SIGKILL, and so that its memory, file descriptors and CPU
+are its own and not the test client's.
 """
 
 from __future__ import annotations
@@ -12,15 +12,10 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
-import ssl
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,135 +23,12 @@ import orjson
 import psutil
 
 from streamhost.client import EventStreamDecoder, SSEParser, StreamError
-from streamhost.gateway.store import Store
-from tests.gateway.conftest import ACCESS_KEY, SECRET_KEY, client, signed_headers
-from tests.server.conftest import free_port
+from tests.harness import signed_headers, tgi_body
 
 # Longer runs on demand: STREAMHOST_SOAK_SECONDS=600 STREAMHOST_SOAK_STREAMS=1000.
 SOAK_SECONDS = float(os.environ.get("STREAMHOST_SOAK_SECONDS", "20"))
 SOAK_STREAMS = int(os.environ.get("STREAMHOST_SOAK_STREAMS", "200"))
 SOAK = "STREAMHOST_SOAK_SECONDS" in os.environ
-
-
-# -- a gateway process ------------------------------------------------------------------
-
-
-class GatewayProcess:
-    """`streamhost gateway` as a child process, with a state folder that outlives it."""
-
-    def __init__(self, state_dir: Path, *args: str, ca_file: str | None = None) -> None:
-        self.state_dir = state_dir
-        self.args = args
-        # With `ca_file` the gateway serves HTTPS (args name its certificate) and that CA is
-        # trusted to reach it.
-        self.ca_file = ca_file
-        self._trust = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.credentials = state_dir / "credentials"
-        self.credentials.write_text(
-            f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
-        )
-        self.db = state_dir / "gateway.db"
-        self.log = state_dir / "gateway.log"
-        self.port = free_port()
-        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
-        self.popen: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> GatewayProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        argv = [
-            sys.executable,
-            "-m",
-            "streamhost.cli",
-            "--log-level",
-            "warning",
-            "gateway",
-            "--port",
-            str(self.port),
-            "--state",
-            str(self.db),
-            "--credentials",
-            str(self.credentials),
-            *self.args,
-        ]
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.popen.poll() is None, f"gateway exited: {self.log_text()}"
-            try:
-                with urllib.request.urlopen(self.url + "/ping", timeout=1, context=self._trust):
-                    return self
-            except OSError:
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(30)
-
-    def stop(self) -> None:
-        """SIGTERM, as systemd or Ctrl-C stops it: its instances are stopped too."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(90)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(30)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def sm(self, **config: Any) -> Any:
-        return client("sagemaker", self.url, verify=self.ca_file, **config)
-
-    def smr(self, **config: Any) -> Any:
-        return client("sagemaker-runtime", self.url, verify=self.ca_file, **config)
-
-    def instances(self, endpoint: str | None = None) -> list[Any]:
-        """The store's instance records (read beside the running gateway: SQLite WAL)."""
-        store = Store.open(f"sqlite:///{self.db}")
-        try:
-            return store.list_instances(endpoint) if endpoint else store.list_instances()
-        finally:
-            store.close()
-
-    def model_servers(self) -> list[psutil.Process]:
-        """Every live model-server process that belongs to this gateway's state folder."""
-        return model_servers_under(self.state_dir)
-
-
-def model_servers_under(folder: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE or "serve-model" not in cmdline:
-            continue
-        if any(str(folder) in part for part in cmdline):
-            found.append(process)
-    return found
-
-
-def reap_model_servers(folder: Path) -> None:
-    """Kill whatever model server a failed test left behind (and fail if any was left)."""
-    deadline = time.monotonic() + 20
-    while model_servers_under(folder) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = model_servers_under(folder)
-    for process in left:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    assert not left, f"model servers left running: {[p.pid for p in left]}"
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -179,16 +51,6 @@ def instance_metric(record: Any, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -201,10 +63,6 @@ def median(values: list[float]) -> float:
 
 
 # -- a signed streaming client -----------------------------------------------------------
-
-
-def tgi_body(tokens: int, text: str = "hello") -> bytes:
-    return orjson.dumps({"inputs": text, "parameters": {"max_new_tokens": tokens}, "stream": True})
 
 
 @dataclass
@@ -245,7 +103,7 @@ async def stream_tokens(
     """Invoke `endpoint` with a TGI streaming request for `tokens` synthetic tokens and
     read the whole event stream (or only `stop_after` tokens, then hang up)."""
     target = f"{url}/endpoints/{endpoint}/invocations-response-stream"
-    body = tgi_body(tokens)
+    body = tgi_body(tokens=tokens)
     headers = signed_headers(target, body, {"Content-Type": "application/json"})
     outcome = Outcome(asked=tokens, started=time.monotonic())
     async with http.post(
