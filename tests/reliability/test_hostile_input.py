@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
@@ -85,18 +83,6 @@ def test_control_characters_in_the_prompt_are_just_text(server):
 def test_ten_megabyte_body_is_413(server):
     r = post(server.url, b'{"inputs": "' + b"a" * 10_000_000 + b'"}')
     assert r.status_code == 413
-    assert still_serving(server.url)
-
-
-def test_huge_header_is_refused_and_the_server_keeps_serving(server):
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n")
-        try:
-            reply = sock.recv(1024)
-        except (ConnectionResetError, TimeoutError):
-            reply = b""
-    assert reply == b"" or reply.split(b" ")[1] == b"431"
     assert still_serving(server.url)
 
 

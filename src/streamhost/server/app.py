@@ -14,12 +14,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
 from streamhost.engine import Engine
 from streamhost.server import container, lmi, openai, tgi
 from streamhost.server.config import ServerConfig
-from streamhost.server.http import HeaderLimit
 from streamhost.server.state import ModelServer
 
 
@@ -27,7 +25,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
     """Build the model server's ASGI app."""
     routes = container.routes(config.api) + openai.routes
     routes += tgi.routes if config.api == "tgi" else lmi.routes
-    app = Starlette(routes=routes, lifespan=_lifespan, middleware=[Middleware(HeaderLimit)])
+    # Limits on a request's head are the HTTP protocol's (`server_config` in http.py).
+    app = Starlette(routes=routes, lifespan=_lifespan)
     app.state.server = ModelServer(config, engine)
     return app
 

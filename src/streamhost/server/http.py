@@ -128,45 +128,6 @@ def streaming_response(
     return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
-MAX_HEADER_BYTES = 64 * 1024
-
-
-class HeaderLimit:
-    """ASGI middleware: 431 for requests whose headers exceed ``max_bytes`` in total.
-
-    httptools accepts headers of any length, so the limit is enforced here before any
-    route sees the request.
-    """
-
-    def __init__(self, app, max_bytes: int = MAX_HEADER_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            size = sum(len(k) + len(v) for k, v in scope["headers"])
-            if size > self.max_bytes:
-                body = orjson.dumps(
-                    {
-                        "error": f"request headers exceed {self.max_bytes} bytes",
-                        "error_type": "validation",
-                    }
-                )
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 431,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
 def refusal(error: RequestRefused) -> bytes:
     """The answer to a request the HTTP protocol refuses itself (a head over its limits, a
     request not sent in time), in TGI's error form."""

@@ -282,7 +282,14 @@ def _errors(api: str, *statuses: int) -> dict[str, Any]:
             "The instance accepts its gateway only: the instance secret is missing or wrong.",
             "TGIError",
         ),
-        "431": _error("The request headers exceed 64 KiB.", "TGIError"),
+        # Refused by the HTTP protocol (`streamhost.uvicorn_http`) before any route runs.
+        "408": _error("The request did not arrive whole within --request-timeout.", "TGIError"),
+        "414": _error("The URL exceeds 16 KiB.", "TGIError"),
+        "431": _error(
+            "A header field exceeds 16 KiB, or there are more than 100 of them or more than "
+            "64 KiB in all.",
+            "TGIError",
+        ),
     }
     for status in statuses:
         answers[str(status)] = _error(meaning[status], schema)
