@@ -9,8 +9,9 @@ things uvicorn lacks, added here by subclassing it (`http_protocol`, for
   more than `MAX_HEADER_FIELDS` fields or more than `MAX_HEADER_BYTES` of them in all, 431.
   httptools buffers a header line until it ends, so the bytes a head has brought are counted
   as they are read: a head still unfinished once `MAX_HEADER_BYTES` more have come after the
-  read it began in is refused there and then. Nothing is buffered past that bound plus one
-  read (256 KiB), whatever a client sends.
+  read it began in is refused there and then. Whatever a client sends, no more of a head is
+  buffered than that bound and two reads (the one it began in and the one that took it
+  over; asyncio and uvloop read at most 256 KiB at a time).
 - **A deadline for sending a request** (`request_timeout`), as nginx's
   `client_header_timeout` and `client_body_timeout`: a new connection must bring its first
   request, and every request must arrive whole, within it. A request that has begun is then
@@ -21,9 +22,10 @@ things uvicorn lacks, added here by subclassing it (`http_protocol`, for
   request pipelined behind another). Idle keep-alive connections are uvicorn's business.
 
 Either refusal is answered by the protocol itself, before any app sees the request, in the
-server's own error form (`answer`), and the connection is closed. Nothing is added to an
-ordinary request's path but a few comparisons: the head's fields are looked at one by one
-only when its reads were large enough to break a limit.
+server's own error form (`answer`), and the connection is closed. An ordinary request pays
+two callbacks passed through this subclass and a few comparisons: the head's fields are
+looked at one by one only when its reads were large enough to break a limit, or it has more
+fields than allowed.
 
 `send_now` runs uvicorn's ASGI `send` by hand (the gateway's relay writes a chunk from a
 socket callback with it). `check_uvicorn` checks at start-up that the uvicorn installed
