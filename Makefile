@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 # a multi-GB CUDA download. Elsewhere a normal `pip install` picks the right torch.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 PORT ?= 8080
+# The tests run on pytest-xdist workers, each test module on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+# The quick tier for the edit loop: no browser, no `up`, no load or fault runs, no benchmarks.
+QUICK := not browser and not slow and not reliability
 
-.PHONY: run test lint format bench clean chromium
+.PHONY: run test check lint format bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +37,10 @@ chromium:
 		|| echo "chromium not installed: browser tests will be skipped"; }
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
+
+check: $(STAMP)
+	$(PYTEST) -m "$(QUICK)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

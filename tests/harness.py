@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -522,9 +523,13 @@ def delete_endpoint(sm: Any, name: str) -> None:
 
 
 def targz(files: dict[str, bytes]) -> bytes:
-    """A .tar.gz holding `files` (path → content)."""
+    """A .tar.gz holding `files` (path → content); the same bytes for the same files
+    (gzip's timestamp is fixed), so test ids made from it agree across pytest-xdist workers."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as tar,
+    ):
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -554,10 +559,12 @@ def payload_bytes(response: dict[str, Any]) -> bytes:
 
 
 def start_model_server(env: dict[str, str] | None = None, **kwargs: Any) -> ServerThread:
-    """The model server (`create_app` over `build_config(env, **kwargs)`) on a thread,
-    returned once `/ping` answers 200."""
+    """The model server (`create_app` over `build_config(env, **kwargs)`) on a thread, served
+    with its own uvicorn configuration (`server_config`), returned once `/ping` answers 200."""
     from streamhost.server.app import create_app
     from streamhost.server.config import build_config
+    from streamhost.server.http import server_config
 
     config = build_config(env=env or {}, **kwargs)
-    return ServerThread(create_app(config)).start("/ping", timeout=120)
+    served = server_config(config, create_app(config), log_level="warning")
+    return ServerThread(served).start("/ping", timeout=120)

@@ -21,7 +21,7 @@ class Server:
         self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_model_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc) -> None:
