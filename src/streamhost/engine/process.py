@@ -128,9 +128,8 @@ class ProcessEngine(Engine):
 
         config = self.config
         path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=config.trust_remote_code
-        )
+        # The child starts first: its imports and model load (seconds, most of a model
+        # server's start) run while this process loads its own tokenizer.
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         child_config = replace(config, model=str(path))
@@ -139,6 +138,14 @@ class ProcessEngine(Engine):
         )
         process.start()
         child.close()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=config.trust_remote_code
+            )
+        except BaseException:
+            process.kill()
+            process.join(10)
+            raise
         message = parent.recv()
         if message[0] == "failed":
             process.join(10)
