@@ -1,6 +1,7 @@
 """What every terminal command on a gateway shares: `CommandError`, a failure whose message is
 the one line the user sees, the ``--gateway`` option, and `gateway_command`, which runs a
-command with that URL resolved and turns any failure into one line and an exit status."""
+command with that URL resolved and turns any failure into one short line (the cause, then
+the next step: ``see: streamhost logs NAME`` for a model's failure) and an exit status."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def gateway_command(
     name: str, body: Callable[[argparse.Namespace, str], int]
 ) -> Callable[[argparse.Namespace], int]:
     """Run ``body`` with the gateway URL resolved; any failure is one line and exit code 1
-    (130 after Ctrl-C)."""
+    (130 after Ctrl-C). A model's failure points at the logs of the endpoint ``args.name``."""
 
     def run(args: argparse.Namespace) -> int:
         gateway_url = (args.gateway or default_gateway_url()).rstrip("/")
@@ -50,7 +51,9 @@ def gateway_command(
             print(f"streamhost {name}: interrupted", file=sys.stderr)
             return 130
         except Exception as error:
-            print(f"streamhost {name}: {describe_error(error, gateway_url)}", file=sys.stderr)
+            endpoint = getattr(args, "name", None)
+            message = describe_error(error, gateway_url, endpoint)
+            print(f"streamhost {name}: {message}", file=sys.stderr)
         return 1
 
     return run
