@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -85,6 +86,15 @@ def _gateway(args: argparse.Namespace) -> int:
         return 2
     if not _uvicorn_fits("gateway"):
         return 1
+    from streamhost.gateway.state_lock import Holder, StateInUse, StateLock, StateLockError
+
+    # Taken before the port, so that a second gateway on one state names the first.
+    holder = Holder(pid=os.getpid(), url=settings.url, up_pid=args.up_pid, ui_url=args.ui_url)
+    try:
+        state_lock = StateLock.acquire(settings.state_url, settings.state_dir, holder)
+    except (StateInUse, StateLockError) as exc:
+        print(f"streamhost gateway: {exc}", file=sys.stderr)
+        return 1
     # Bound here rather than by uvicorn so that a taken port is one clear line.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -93,12 +103,16 @@ def _gateway(args: argparse.Namespace) -> int:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
         sock.close()
+        state_lock.release()
         print(
             f"streamhost gateway: cannot listen on {settings.host}:{settings.port}: "
             f"{exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
+    if settings.port == 0:
+        settings = dataclasses.replace(settings, port=sock.getsockname()[1])
+        state_lock.record(dataclasses.replace(holder, url=settings.url))
     from streamhost.gateway.app import serve
 
     if not settings.auth_enabled:
@@ -111,7 +125,7 @@ def _gateway(args: argparse.Namespace) -> int:
         settings.state_url,
         settings.state_dir / "logs",
     )
-    serve(settings, sock, log_level=args.log_level)
+    serve(settings, sock, log_level=args.log_level, state_lock=state_lock)
     return 0
 
 
@@ -279,6 +293,9 @@ def _add_gateway(sub: Any) -> None:
         action="store_true",
         help="leave model instances running at exit; the next gateway adopts them",
     )
+    # Set by `streamhost up` for the state lock's record, so a second `up` can name it.
+    gateway.add_argument("--up-pid", type=int, default=None, help=argparse.SUPPRESS)
+    gateway.add_argument("--ui-url", default=None, help=argparse.SUPPRESS)
     gateway.set_defaults(func=_gateway)
 
 

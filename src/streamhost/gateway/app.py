@@ -6,15 +6,20 @@ under the operation's size limit and its SigV4 signature checked with botocore's
 before anything else happens; `GET /ping` (the gateway's own health) is the only route
 that needs no signature.
 
-The lifespan opens the state store, starts the local-process provisioner and the runtime
-client, and restores the endpoints a previous gateway left; shutting down stops every
-instance (unless `keep_instances`, which leaves them for the next gateway to adopt).
+The lifespan takes the state's lock (`state_lock.py`: one gateway per state, so only the
+gateway that owns the instances adopts or stops them), opens the state store, starts the
+local-process provisioner and the runtime client, and restores the endpoints a previous
+gateway left; shutting down stops every instance (unless `keep_instances`, which leaves
+them for the next gateway to adopt), then lets the state go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -26,33 +31,47 @@ from .control import ControlPlane
 from .control_app import MAX_BODY_BYTES as CONTROL_MAX_BODY
 from .control_app import control_routes
 from .errors import AwsError
+from .lifecycle import EndpointStatus
 from .provisioner import LocalProcessProvisioner, ProvisionerSettings
 from .router import Router
 from .runtime import RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
 from .settings import GatewaySettings
 from .sigv4 import verify
+from .state_lock import Holder, StateInUse, StateLock, StateLockError
 from .store import Store
 
 __all__ = ["GatewayApp", "create_gateway_app", "serve", "server_config"]
 
 log = logging.getLogger(__name__)
 
+_MAX_FAILURE_REASON = 1024  # SageMaker's FailureReason length limit
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def create_gateway_app(settings: GatewaySettings) -> GatewayApp:
-    """The gateway's ASGI app for `settings` (serve it with uvicorn)."""
-    return GatewayApp(settings)
+def create_gateway_app(
+    settings: GatewaySettings, state_lock: StateLock | None = None
+) -> GatewayApp:
+    """The gateway's ASGI app for `settings` (serve it with uvicorn); it takes the state's
+    lock at startup unless given the one its caller took."""
+    return GatewayApp(settings, state_lock)
 
 
-def serve(settings: GatewaySettings, sock: Any = None, *, log_level: str = "info") -> None:
+def serve(
+    settings: GatewaySettings,
+    sock: Any = None,
+    *,
+    log_level: str = "info",
+    state_lock: StateLock | None = None,
+) -> None:
     """Run the gateway under uvicorn until SIGINT/SIGTERM, on `sock` if given (else it binds
     `settings.host`:`settings.port`)."""
     import uvicorn
 
-    config = server_config(settings, create_gateway_app(settings), log_level=log_level)
+    app = create_gateway_app(settings, state_lock)
+    config = server_config(settings, app, log_level=log_level)
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
@@ -84,8 +103,9 @@ def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str 
 class GatewayApp:
     """The gateway: authentication, then the control or the runtime plane."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, state_lock: StateLock | None = None) -> None:
         self.settings = settings
+        self.state_lock = state_lock
         self.store: Store | None = None
         self.router = Router(on_down=self._instance_down)
         self.provisioner: LocalProcessProvisioner | None = None
@@ -113,8 +133,13 @@ class GatewayApp:
     # -- lifespan ------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Open the store, start the planes, restore endpoints left running."""
+        """Take the state, open the store, start the planes, restore endpoints left running."""
         settings = self.settings
+        if self.state_lock is None:
+            holder = Holder(pid=os.getpid(), url=settings.url)
+            self.state_lock = await asyncio.to_thread(
+                StateLock.acquire, settings.state_url, settings.state_dir, holder
+            )
         self.store = await asyncio.to_thread(Store.open, settings.state_url)
         self.provisioner = LocalProcessProvisioner(
             ProvisionerSettings(
@@ -128,6 +153,7 @@ class GatewayApp:
             ),
             self.store,
             self.router,
+            on_failed=self._endpoint_failed,
         )
         self.control = ControlPlane(
             self.store,
@@ -159,6 +185,9 @@ class GatewayApp:
         await self.runtime.close()
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
+        if self.state_lock is not None:
+            await asyncio.to_thread(self.state_lock.release)
+            self.state_lock = None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -167,7 +196,12 @@ class GatewayApp:
                 try:
                     await self.startup()
                 except Exception as error:
-                    log.exception("gateway startup failed")
+                    if isinstance(error, (StateInUse, StateLockError)):
+                        log.error("%s", error)  # one line: nothing of ours went wrong
+                    else:
+                        log.exception("gateway startup failed")
+                    # Whatever started is stopped, and the state is let go.
+                    await self.shutdown()
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -231,6 +265,21 @@ class GatewayApp:
     def _instance_down(self, instance: Any) -> None:
         if self.provisioner is not None:
             self.provisioner.check_soon(instance)
+
+    async def _endpoint_failed(self, name: str, reason: str) -> None:
+        """A running endpoint lost instances it could not replace: it is Failed, with why."""
+        if self.store is None:
+            return
+        await asyncio.to_thread(
+            functools.partial(
+                self.store.update_endpoint,
+                name,
+                expect=(EndpointStatus.IN_SERVICE,),
+                status=EndpointStatus.FAILED,
+                failure_reason=reason[:_MAX_FAILURE_REASON],
+                modified_at=time.time(),
+            )
+        )
 
 
 class _Disconnected(Exception):

@@ -8,7 +8,11 @@ on every request (so only the gateway can reach it), and its stdout/stderr in
 within `ContainerStartupHealthCheckTimeoutInSeconds`.
 
 While an endpoint runs, a health loop pings every instance; a dead or unresponsive one is
-retired (its sticky sessions end with it) and replaced while the others keep serving.
+retired (its sticky sessions end with it) and replaced while the others keep serving. A
+model folder that vanished is materialised again (in place, for the instances still
+running; before a replacement starts). A replacement that fails is retried with back-off,
+one log line each; a variant left with no instance after `_FAIL_AFTER` failed
+replacements fails the endpoint, with the reason (`on_failed`), and its fleet is stopped.
 UpdateEndpoint is blue/green: the new fleet starts and passes its health checks, routing
 switches to it in one step, and the old fleet drains (in-flight requests finish, bounded)
 before it is stopped. Stopping is SIGTERM to the process group, then SIGKILL.
@@ -33,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,7 @@ _READY_MARKER = ".ready"
 _PORT_IN_USE = ("address already in use", "errno 98")
 _LAUNCH_ATTEMPTS = 3  # a port taken between our probe and the child's bind is retried
 _REPLACE_BACKOFF = (2.0, 5.0, 15.0, 60.0)
+_FAIL_AFTER = 3  # failed replacements in a row, with no instance left, fail the endpoint
 
 
 class InstanceState:
@@ -198,15 +203,28 @@ class _Fleet:
     failures: dict[str, int] = field(default_factory=dict)
     retry_at: dict[str, float] = field(default_factory=dict)
     retired: bool = False
+    # One materialisation of a variant's model folder at a time (replacements run at once).
+    preparing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+EndpointFailed = Callable[[str, str], Awaitable[None]]
+"""Told (endpoint name, reason) when a running endpoint has lost what it cannot replace."""
 
 
 class LocalProcessProvisioner:
     """Runs each endpoint's instances as model-server processes on this machine."""
 
-    def __init__(self, settings: ProvisionerSettings, store: Store, router: Router) -> None:
+    def __init__(
+        self,
+        settings: ProvisionerSettings,
+        store: Store,
+        router: Router,
+        on_failed: EndpointFailed | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.router = router
+        self.on_failed = on_failed
         self._fleets: dict[str, _Fleet] = {}
         self._retiring: set[_Fleet] = set()  # old fleets draining after an update
         self._locks: dict[str, asyncio.Lock] = {}
@@ -433,19 +451,32 @@ class LocalProcessProvisioner:
     async def _prepare_models(self, fleet: _Fleet) -> None:
         """Materialise each variant's model data once; its instances share the folder."""
         for plan in fleet.plans.values():
-            variant_dir = fleet.root / _safe_name(plan.name)
-            data_dir = variant_dir / "model"
-            if not (variant_dir / _READY_MARKER).exists():
+            await self._prepare_model(fleet, plan)
+
+    async def _prepare_model(self, fleet: _Fleet, plan: VariantPlan) -> bool:
+        """Materialise the variant's model data unless it is there (marked ready); whether
+        it had to be. `DeployFailed` if it cannot be."""
+        variant_dir = fleet.root / _safe_name(plan.name)
+        data_dir = variant_dir / "model"
+        async with fleet.preparing:
+            made = not (variant_dir / _READY_MARKER).exists()
+            if made:
                 await asyncio.to_thread(shutil.rmtree, data_dir, True)
                 try:
                     await asyncio.to_thread(
                         materialize, plan.container, data_dir, timeout=plan.download_timeout
                     )
+                    (variant_dir / _READY_MARKER).touch()
                 except ArtifactError as error:
                     raise DeployFailed(f"Variant {plan.name}: {error}") from None
-                (variant_dir / _READY_MARKER).touch()
+                except OSError as error:
+                    raise DeployFailed(
+                        f"Variant {plan.name}: cannot write its model folder {data_dir}: "
+                        f"{error.strerror or error}"
+                    ) from None
             root = data_dir if plan.api == "tgi" else model_root(data_dir)
             fleet.model_dirs[plan.name] = (data_dir, root)
+        return made
 
     # -- starting instances ----------------------------------------------------------------
 
@@ -681,6 +712,7 @@ class LocalProcessProvisioner:
                     log.exception("health check of endpoint %s failed", fleet.endpoint)
 
     async def _check_fleet(self, fleet: _Fleet) -> None:
+        await self._restore_model_folders(fleet)
         await asyncio.gather(*(self._check(fleet, m) for m in list(fleet.instances)))
         if fleet.retired:
             return
@@ -691,6 +723,30 @@ class LocalProcessProvisioner:
             if missing > 0 and now >= fleet.retry_at.get(plan.name, 0.0):
                 for _ in range(missing):
                     self._background(self._replace(fleet, plan))
+
+    async def _restore_model_folders(self, fleet: _Fleet) -> None:
+        """Materialise again, in place, the model folder of a variant whose instances still
+        run (they could not be restarted or adopted without it)."""
+        now = time.monotonic()
+        for plan in fleet.plans.values():
+            variant_dir = fleet.root / _safe_name(plan.name)
+            if (
+                fleet.retired
+                or (variant_dir / _READY_MARKER).exists()
+                or fleet.replacing.get(plan.name, 0) > 0
+                or now < fleet.retry_at.get(plan.name, 0.0)
+                or not any(m.plan.name == plan.name for m in fleet.instances)
+            ):
+                continue
+            log.warning(
+                "the model folder of variant %s of endpoint %s is gone; materialising it again",
+                plan.name,
+                fleet.endpoint,
+            )
+            try:
+                await self._prepare_model(fleet, plan)
+            except DeployFailed as failure:
+                self._back_off(fleet, plan, f"restoring its model folder failed: {failure}")
 
     async def _check(self, fleet: _Fleet, managed: _ManagedInstance) -> None:
         if fleet.retired or managed not in fleet.instances:
@@ -724,7 +780,14 @@ class LocalProcessProvisioner:
     async def _replace(self, fleet: _Fleet, plan: VariantPlan) -> None:
         fleet.replacing[plan.name] = fleet.replacing.get(plan.name, 0) + 1
         started: list[_ManagedInstance] = []
+        failure: str | None = None
         try:
+            if await self._prepare_model(fleet, plan):
+                log.warning(
+                    "materialised the model folder of variant %s of endpoint %s again",
+                    plan.name,
+                    fleet.endpoint,
+                )
             managed = await self._launch(fleet, plan, started)
             if fleet.retired or self._closing:
                 await self._stop_instance(managed)
@@ -732,20 +795,57 @@ class LocalProcessProvisioner:
             fleet.instances.append(managed)
             self.router.add(fleet.endpoint, managed.route)
             fleet.failures[plan.name] = 0
-        except DeployFailed as failure:
-            count = fleet.failures.get(plan.name, 0)
-            fleet.failures[plan.name] = count + 1
-            backoff = _REPLACE_BACKOFF[min(count, len(_REPLACE_BACKOFF) - 1)]
-            fleet.retry_at[plan.name] = time.monotonic() + backoff
-            log.error("replacing an instance of endpoint %s failed: %s", fleet.endpoint, failure)
-            for managed in started:
-                await self._stop_instance(managed)
+        except DeployFailed as error:
+            failure = error.reason
+        except OSError as error:
+            # The state folder changed under us (a folder removed, a disk full): a reason,
+            # not a traceback per health check.
+            failure = f"{type(error).__name__}: {error}"
         except BaseException:
             for managed in started:
                 await asyncio.shield(self._stop_instance(managed))
             raise
         finally:
             fleet.replacing[plan.name] -= 1
+        if failure is None:
+            return
+        for managed in started:
+            await self._stop_instance(managed)
+        self._back_off(fleet, plan, f"replacing an instance failed: {failure}")
+        live = sum(1 for m in fleet.instances if m.plan.name == plan.name)
+        if live == 0 and fleet.failures[plan.name] >= _FAIL_AFTER:
+            await self._fail(
+                fleet,
+                f"Variant {plan.name} lost its instances and {_FAIL_AFTER} replacements "
+                f"failed; the last: {failure}",
+            )
+
+    def _back_off(self, fleet: _Fleet, plan: VariantPlan, what: str) -> None:
+        """Count a failure of the variant and hold off its next attempt (one log line)."""
+        count = fleet.failures.get(plan.name, 0)
+        fleet.failures[plan.name] = count + 1
+        backoff = _REPLACE_BACKOFF[min(count, len(_REPLACE_BACKOFF) - 1)]
+        fleet.retry_at[plan.name] = time.monotonic() + backoff
+        log.error(
+            "endpoint %s, variant %s: %s (next try in %gs)",
+            fleet.endpoint,
+            plan.name,
+            what,
+            backoff,
+        )
+
+    async def _fail(self, fleet: _Fleet, reason: str) -> None:
+        """Stop a running fleet that cannot be made whole, and fail its endpoint."""
+        key = fleet.endpoint.lower()
+        async with self._lock(key):
+            if self._fleets.get(key) is not fleet or fleet.retired:
+                return  # updated, deleted or failed meanwhile
+            log.error("endpoint %s failed: %s", fleet.endpoint, reason)
+            del self._fleets[key]
+            self.router.withdraw(fleet.endpoint)
+            await self._retire_fleet(fleet, drain=False)
+        if self.on_failed is not None:
+            await self.on_failed(fleet.endpoint, reason)
 
     # -- stopping ------------------------------------------------------------------------------
 
