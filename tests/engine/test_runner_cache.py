@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from streamhost.engine import SamplingParams
 from streamhost.engine.llama import GROWTH, LlamaRunner
 from streamhost.engine.sampling import RowSampler
+
+# Hundreds of decode steps, each checked against transformers' generate.
+pytestmark = pytest.mark.slow
 
 
 class Row:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from streamhost.client import LineIterator
 from tests.harness import (
     LMI_IMAGE,
@@ -20,6 +22,9 @@ from tests.harness import (
     targz,
     wait_in_service,
 )
+
+# Deploys of the tiny model (a model-server process with torch each).
+pytestmark = pytest.mark.slow
 
 # The serving.properties the blog quotes (falcon-7b-streaming.ipynb), pointed at `tiny`.
 SERVING_PROPERTIES = b"""engine=MPI

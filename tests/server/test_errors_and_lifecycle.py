@@ -169,6 +169,7 @@ def _serve(tmp_path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 def test_ping_answers_503_with_a_reason_while_loading_then_200(tiny_dir, tmp_path):
     proc, url = _serve(tmp_path, {})
     try:
@@ -190,6 +191,7 @@ def test_ping_answers_503_with_a_reason_while_loading_then_200(tiny_dir, tmp_pat
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_ends_in_flight_streams_within_the_grace_period(tiny_dir, tmp_path):
     proc, url = _serve(tmp_path, {"GRACEFUL_TERMINATION_TIMEOUT": "2"})
     try:

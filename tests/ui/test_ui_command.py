@@ -12,6 +12,9 @@ from tests.harness import GatewayProcess, descendants, free_port, still_running,
 
 from .conftest import streamhost_command
 
+# A Streamlit server per test.
+pytestmark = pytest.mark.slow
+
 
 def serving_ui(ui_gateway: GatewayProcess) -> tuple[subprocess.Popen, int, list]:
     """`streamhost ui` started as a shell starts a background job (SIGINT ignored: the command

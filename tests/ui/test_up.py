@@ -20,6 +20,9 @@ from tests.harness import descendants, free_port, http_ok, still_running
 
 from .conftest import streamhost_command, tiny_cache
 
+# `streamhost up` as a user runs it: gateway, model server and UI processes.
+pytestmark = pytest.mark.slow
+
 READY_LINE = "Ctrl-C stops everything."
 
 
