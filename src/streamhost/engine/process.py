@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -25,6 +26,9 @@ from streamhost.engine.types import FinishReason, SamplingParams, TokenEvent
 log = logging.getLogger("streamhost.engine")
 
 METRICS_INTERVAL = 0.5  # seconds between metric snapshots sent up by the child
+# How the child ends when it is stopped with the rest of its process group (the gateway,
+# `up` and service managers signal the group): a requested stop, not a failure.
+_STOP_SIGNALS = {-signal.SIGTERM: "SIGTERM", -signal.SIGHUP: "SIGHUP"}
 
 
 class RemoteScheduler:
@@ -92,14 +96,24 @@ class RemoteScheduler:
                 elif kind == "stopped":
                     break
         except (EOFError, OSError):
-            log.error("the engine process exited")
-            self.engine.load_error = "the engine process exited"
-            self.engine._ready.clear()
+            self._child_gone()
         # Whatever is still open can never finish now.
         orphans = [(seq, _final(seq)) for seq in self.requests.values()]
         self.requests.clear()
         if orphans:
             self.engine._dispatch(orphans)
+
+    def _child_gone(self) -> None:
+        """The child closed the pipe unasked: a stop signal ended it (logged at INFO), or
+        it failed (ERROR, with its exit status)."""
+        self.process.join(5)  # it is exiting: its exit status says how
+        code = self.process.exitcode
+        if code in _STOP_SIGNALS:
+            log.info("the engine process stopped (%s)", _STOP_SIGNALS[code])
+        else:
+            log.error("the engine process exited%s", "" if code is None else f" with status {code}")
+        self.engine.load_error = "the engine process exited"
+        self.engine._ready.clear()
 
 
 def _final(seq: Sequence) -> TokenEvent:
@@ -180,11 +194,26 @@ class _ModelInfo:
         self.special_ids = info.get("special_ids")
 
 
+def _thread_locked_progress_bars() -> None:
+    """Give tqdm (the weight-loading progress bars) a thread lock. Left to itself it makes a
+    multiprocessing lock, a named semaphore that only an orderly exit removes: a process
+    stopped by SIGTERM with its group leaves it for the resource tracker, which warns of a
+    leaked semaphore. No other process writes this one's bars."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
+
+
 def engine_main(conn: Any, config: EngineConfig) -> None:
     """The child process: load the model, run the scheduler, talk over ``conn``."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # A terminal's Ctrl-C is the parent's to handle: it stops this process over the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _thread_locked_progress_bars()
     from streamhost.engine.detokenizer import IncrementalDetokenizer, StopMatcher
     from streamhost.engine.loader import load_model
     from streamhost.engine.runner import make_runner
