@@ -2,7 +2,9 @@
 
 A model, an endpoint config and an endpoint are created with boto3 (for the LMI API, with a
 model archive holding the ``serving.properties`` the container loads), the endpoint is
-waited on with a spinner, and deleting it deletes what was made for it.
+waited on with a spinner, and deleting it deletes what was made for it. ``switch_model``
+moves an endpoint that serves to another model blue/green (UpdateEndpoint): the old model
+serves until the new one is healthy, and keeps serving if it never is.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from streamhost.command import CommandError
 from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
-from streamhost.endpoints.errors import error_code
+from streamhost.endpoints.errors import error_code, short_reason
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPE",
@@ -37,6 +39,7 @@ __all__ = [
     "lmi_model_archive",
     "model_data_dir",
     "model_reference",
+    "switch_model",
     "wait_for_endpoint",
 ]
 
@@ -119,8 +122,7 @@ def deploy(
     redeploy after ``endpoints delete`` never collides with what is left.
     """
     _check_new(sm, spec)
-    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
-    resource = f"{spec.name[: 62 - len(stamp)]}-{stamp}"
+    resource = _resource_name(spec.name)
     container, archive = _container(spec, resource, data_dir)
     try:
         _create(sm, spec, resource, container)
@@ -131,6 +133,36 @@ def deploy(
     if not wait:
         return describe_endpoint(sm, spec.name)
     return wait_for_endpoint(sm, spec.name, console=console)
+
+
+def switch_model(
+    sm: Any, spec: DeploySpec, *, console: Console | None = None, data_dir: Path | None = None
+) -> EndpointInfo:
+    """Move the InService endpoint ``spec.name`` to ``spec``'s model blue/green: a new model
+    and config, UpdateEndpoint, wait. Once it serves, what the old deployment was made of is
+    deleted. If it fails, the endpoint keeps its old model, what was made for the new one
+    is deleted, and ``CommandError`` says the cause (`short_reason`)."""
+    old = describe_endpoint(sm, spec.name)
+    resource = _resource_name(spec.name)
+    container, archive = _container(spec, resource, data_dir)
+    made = _created(sm, spec, resource, container, archive)
+    try:
+        sm.update_endpoint(EndpointName=spec.name, EndpointConfigName=resource)
+        info = wait_for_endpoint(sm, spec.name, console=console)
+    except BaseException:
+        _undo(made)
+        raise
+    if info.config_name != resource:  # rolled back: the old deployment still serves
+        _undo(made)
+        raise CommandError(short_reason(info.failure_reason or "the update was rolled back"))
+    _delete_resources(sm, old, data_dir)
+    return info
+
+
+def _resource_name(endpoint: str) -> str:
+    """``<endpoint>-<timestamp>``, as the SageMaker SDK names a model or config."""
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+    return f"{endpoint[: 62 - len(stamp)]}-{stamp}"
 
 
 def _check_new(sm: Any, spec: DeploySpec) -> None:
@@ -166,7 +198,22 @@ def _container(
 def _create(sm: Any, spec: DeploySpec, resource: str, container: dict[str, Any]) -> None:
     """CreateModel, CreateEndpointConfig, CreateEndpoint; should a step be refused, what the
     steps before it made is deleted again."""
-    made: list[Callable[[], Any]] = []  # undo steps
+    made = _created(sm, spec, resource, container, None)
+    try:
+        sm.create_endpoint(EndpointName=spec.name, EndpointConfigName=resource)
+    except Exception:
+        _undo(made)
+        raise
+
+
+def _created(
+    sm: Any, spec: DeploySpec, resource: str, container: dict[str, Any], archive: Path | None
+) -> list[Callable[[], Any]]:
+    """CreateModel and CreateEndpointConfig named ``resource``; the steps that undo them
+    (and remove ``archive``). Should a step be refused, the ones before it are undone."""
+    made: list[Callable[[], Any]] = []
+    if archive is not None:
+        made.append(lambda: archive.unlink(missing_ok=True))
     try:
         sm.create_model(
             ModelName=resource, PrimaryContainer=container, ExecutionRoleArn=EXECUTION_ROLE
@@ -184,12 +231,16 @@ def _create(sm: Any, spec: DeploySpec, resource: str, container: dict[str, Any])
             ],
         )
         made.append(lambda: sm.delete_endpoint_config(EndpointConfigName=resource))
-        sm.create_endpoint(EndpointName=spec.name, EndpointConfigName=resource)
     except Exception:
-        for undo in reversed(made):
-            with contextlib.suppress(Exception):
-                undo()
+        _undo(made)
         raise
+    return made
+
+
+def _undo(made: list[Callable[[], Any]]) -> None:
+    for undo in reversed(made):
+        with contextlib.suppress(Exception):
+            undo()
 
 
 def wait_for_endpoint(
@@ -248,8 +299,13 @@ def delete_endpoint(
         if time.monotonic() > deadline:
             raise CommandError(f"endpoint {name} was not deleted within {timeout:.0f} s")
         time.sleep(_POLL_SECONDS)
-    if keep_model:
-        return
+    if not keep_model:
+        _delete_resources(sm, info, data_dir)
+
+
+def _delete_resources(sm: Any, info: EndpointInfo, data_dir: Path | None) -> None:
+    """Delete the config and models an endpoint was described with, and the model archives
+    ``deploy`` wrote for them."""
     if info.config_name:
         with contextlib.suppress(ClientError):
             sm.delete_endpoint_config(EndpointConfigName=info.config_name)

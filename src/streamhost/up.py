@@ -2,7 +2,10 @@
 
 It makes a key pair on first run (``~/.config/streamhost/credentials``), starts the gateway,
 deploys endpoint ``default`` on the chosen model unless it is already there, starts the
-chat UI, and prints how to reach all of it from boto3. Ctrl-C or SIGTERM stops everything
+chat UI, and prints how to reach all of it from boto3. One ``up`` per state: a second one
+refuses, naming the first (the gateway's state lock records it). A ``default`` that
+serves another model is switched blue/green: the new model starts beside it and takes
+over once healthy; if it never is, ``default`` keeps serving the old one. Ctrl-C or SIGTERM stops everything
 it started: the UI, then the gateway, whose shutdown stops the model instances. Each child
 runs in its own process group, so the terminal's Ctrl-C reaches only this process and the
 shutdown happens in that order; whatever a child leaves behind is killed by process id.
@@ -38,11 +41,12 @@ from streamhost.deploy import (
     delete_endpoint,
     deploy,
     model_reference,
+    switch_model,
     wait_for_endpoint,
 )
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
-from streamhost.endpoints.discovery import IN_SERVICE, describe_endpoint
-from streamhost.endpoints.errors import describe_error, error_code
+from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
+from streamhost.endpoints.errors import describe_error, error_code, logs_hint
 from streamhost.processes import (
     Stop,
     exit_with_parent,
@@ -103,14 +107,24 @@ def _check_port_free(port: int, what: str) -> None:
             ) from None
 
 
-def _log_folder(state: str | None) -> Path:
+def _state_of(state: str | None) -> tuple[str, Path]:
+    """(database URL, folder) of ``--state``, as the gateway will read it."""
     from streamhost.gateway.settings import SettingsError, state_dir_for
 
     try:
-        _, folder = state_dir_for(state, os.environ)
+        return state_dir_for(state, os.environ)
     except SettingsError as error:
         raise CommandError(str(error)) from None
-    return folder
+
+
+def _check_state_free(state: str | None) -> None:
+    """``CommandError`` naming the gateway or ``up`` that holds the state, if one does."""
+    from streamhost.gateway.state_lock import StateInUse, current_holder
+
+    url, folder = _state_of(state)
+    holder = current_holder(url, folder)
+    if holder is not None:
+        raise CommandError(str(StateInUse(str(folder), holder)))
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -201,8 +215,9 @@ def _stop(child: _Child, timeout: float, hurry: Callable[[], bool]) -> None:
     stop_leftovers(child.descendants, _LEFTOVER_STOP_TIMEOUT)
 
 
-def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> str:
-    """Make endpoint ``default`` serve ``spec``'s model: reuse, wait for, or (re)deploy it."""
+def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> tuple[str, DeploySpec]:
+    """Make endpoint ``default`` serve ``spec``'s model: reuse, wait for, deploy, or switch
+    it blue/green; what happened, and what it serves (its old model if the switch failed)."""
     try:
         info = describe_endpoint(sm, spec.name)
     except Exception as error:
@@ -210,26 +225,48 @@ def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> str:
             raise
         info = None
     if info is not None:
-        wanted = model_reference(spec.model)
         if info.status in ("Creating", "Updating", "SystemUpdating"):
             try:
                 info = wait_for_endpoint(sm, spec.name, console=console)
             except CommandError:
                 info = describe_endpoint(sm, spec.name)  # failed: replaced below
-        if info.status == IN_SERVICE and info.model_id == wanted and info.api == spec.api:
-            return "reused"
-        reason = (
-            f"it is {info.status}"
-            if info.status != IN_SERVICE
-            else f"it serves {info.model_id} ({info.api})"
-        )
-        console.print(f"Replacing endpoint {spec.name}: {reason}.")
+        if info.status == IN_SERVICE:
+            if info.model_id == model_reference(spec.model) and info.api == spec.api:
+                return "reused", spec
+            return _switch(sm, spec, info, console)
+        # Nothing serves, so nothing is lost by starting afresh.
+        console.print(f"Replacing endpoint {spec.name}: it is {info.status}.")
         delete_endpoint(sm, spec.name)
     console.print(
         f"Deploying endpoint {spec.name}: {spec.model} behind the {spec.api.upper()} API."
     )
     deploy(sm, spec, wait=True, console=console)
-    return "deployed"
+    return "deployed", spec
+
+
+def _switch(
+    sm: Any, spec: DeploySpec, serving: EndpointInfo, console: Console
+) -> tuple[str, DeploySpec]:
+    """Move endpoint ``spec.name`` from what it serves to ``spec``'s model blue/green; if the
+    new model fails, say why in one line and keep the old one."""
+    old = DeploySpec(name=spec.name, model=serving.model_id or "?", api=serving.api)
+    console.print(
+        f"Starting {spec.model} ({spec.api.upper()} API) beside {old.model} on endpoint "
+        f"{spec.name}; {old.model} serves until the new model is healthy."
+    )
+    try:
+        switch_model(sm, spec, console=console)
+    except CommandError as error:
+        console.print(
+            f"streamhost up: endpoint {spec.name} keeps serving {old.model}: {spec.model} did "
+            f"not come up: {error}; {logs_hint(spec.name)}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return "kept", old
+    return "switched", spec
 
 
 def _banner(
@@ -347,22 +384,27 @@ def _serve(
     gateway_url = f"http://{HOST}:{port}"
     if api not in ("tgi", "lmi"):
         raise CommandError(f"--api must be tgi or lmi, got {api!r}")
+    _check_state_free(state)
     _check_port_free(port, "gateway")
+    ui_url = None
     if not no_ui:
         if ui_port == port:
             raise CommandError("--ui-port must differ from --port")
         _check_port_free(ui_port, "chat UI")
+        ui_url = f"http://{HOST}:{ui_port}"
     credentials = credentials_file()
     keys = ensure_credentials(credentials)
-    logs = _log_folder(state)
+    _, logs = _state_of(state)
     env = dict(os.environ)
-    command = [sys.executable, "-m", "streamhost.cli", "gateway", "--host", HOST]
-    command += ["--port", str(port), "--credentials", str(credentials)]
-    if state:
-        command += ["--state", state]
+    command = _gateway_command(port, credentials, state, ui_url)
     with console.status(f"Starting the gateway on {gateway_url}"):
         gateway = _start("gateway", command, logs / "up-gateway.log", env, children)
-        _wait_ready(gateway, f"{gateway_url}/ping", _GATEWAY_START_TIMEOUT)
+        try:
+            _wait_ready(gateway, f"{gateway_url}/ping", _GATEWAY_START_TIMEOUT)
+        except CommandError:
+            if not gateway.alive():
+                _check_state_free(state)  # another `up` took the state first: name it
+            raise
     console.print(f"Gateway on {gateway_url} (log {gateway.log}).")
     sm = sagemaker_client(
         gateway_url,
@@ -370,12 +412,11 @@ def _serve(
         credentials=keys,
         config=Config(connect_timeout=3, read_timeout=60, retries={"total_max_attempts": 2}),
     )
-    spec = DeploySpec(name=DEFAULT_ENDPOINT, model=model, api=api)
-    outcome = _endpoint_ready(sm, spec, console)
+    outcome, spec = _endpoint_ready(
+        sm, DeploySpec(name=DEFAULT_ENDPOINT, model=model, api=api), console
+    )
     console.print(f"Endpoint {spec.name} is InService ({outcome}).")
-    ui_url = None
-    if not no_ui:
-        ui_url = f"http://{HOST}:{ui_port}"
+    if ui_url is not None:
         ui_env = {**env, GATEWAY_URL_ENV: gateway_url, ENDPOINT_ENV: spec.name}
         with console.status(f"Starting the chat UI on {ui_url}"):
             ui = _start(
@@ -389,6 +430,17 @@ def _serve(
             if not child.alive():
                 raise CommandError(_exited(child))
         time.sleep(0.5)
+
+
+def _gateway_command(
+    port: int, credentials: Path, state: str | None, ui_url: str | None
+) -> list[str]:
+    """``streamhost gateway`` as ``up`` runs it."""
+    command = [sys.executable, "-m", "streamhost.cli", "gateway", "--host", HOST]
+    command += ["--port", str(port), "--credentials", str(credentials)]
+    # Recorded in the state lock, so that a second `up` can say which one runs.
+    command += ["--up-pid", str(os.getpid())] + (["--ui-url", ui_url] if ui_url else [])
+    return command + (["--state", state] if state else [])
 
 
 def add_up_command(subparsers: Any) -> None:
