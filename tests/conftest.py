@@ -1,8 +1,9 @@
 """Shared fixtures and the suite's parallel layout.
 
 `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`). Each test module
-is one group, so a module's shared servers start once, on one worker; the UI tests share
-one gateway for the whole folder, so the folder is one group. Each worker runs torch on one
+is one group, so a module's shared servers start once, on one worker; tests that share a
+session-wide server (the UI tests' gateway, the model servers' `tgi_server`) are one group
+each, so that server starts once. Each worker runs torch on one
 thread: two workers on two cores, not four threads fighting over them (model-server
 processes started by the tests choose their own threads, as in production).
 """
@@ -13,12 +14,23 @@ import sys
 
 import pytest
 
+CHEAP = {"tiny_dir"}  # session fixtures too cheap to keep their tests on one worker
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            group = "ui" if item.nodeid.startswith("tests/ui/") else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def _group(item: pytest.Item) -> str:
+    """The first of our session-wide fixtures the test uses, else its module."""
+    info = getattr(item, "_fixtureinfo", None)  # pytest's record of the test's fixtures
+    for name, definitions in info.name2fixturedefs.items() if info else ():
+        ours = getattr(definitions[-1].func, "__module__", "").startswith("tests.")
+        if ours and definitions[-1].scope == "session" and name not in CHEAP:
+            return name
+    return item.nodeid.split("::")[0]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,4 +1,5 @@
-"""A real model server on loopback (`tests.harness.start_model_server`), shared by a module."""
+"""A real model server on loopback (`tests.harness.start_model_server`) on the tiny model,
+shared by every test that does not change it (one per test session, so per xdist worker)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from tests.harness import start_model_server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tgi_server(tiny_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     server = start_model_server(
