@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # a multi-GB CUDA download. Elsewhere a normal `pip install` picks the right torch.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 PORT ?= 8080
+UI_PORT ?= 8501
 # The tests run on pytest-xdist workers, each test module on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
@@ -28,7 +29,7 @@ endif
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/streamhost up --port $(PORT)
+	$(VENV)/bin/streamhost up --port $(PORT) --ui-port $(UI_PORT)
 
 # Browser tests drive Debian's Chromium; install it when missing (as root, as CI runs).
 chromium:

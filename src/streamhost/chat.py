@@ -5,6 +5,7 @@ session on the endpoint)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +15,7 @@ from streamhost.command import CommandError
 from streamhost.endpoints.clients import control_client, invocation_client
 from streamhost.endpoints.conversation import turn_prompt
 from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
-from streamhost.endpoints.errors import describe_error
+from streamhost.endpoints.errors import describe_error, not_in_service
 from streamhost.endpoints.invocation import (
     GenerationParameters,
     close_session,
@@ -24,14 +25,13 @@ from streamhost.endpoints.invocation import (
     start_generation,
 )
 
-__all__ = ["run_chat", "run_invoke"]
+__all__ = ["CHAT_COMMANDS", "chat_command", "help_text", "run_chat", "run_invoke"]
 
 
 def _ready_endpoint(sm: Any, name: str, api: str) -> EndpointInfo:
     info = describe_endpoint(sm, name)
     if info.status != IN_SERVICE:
-        detail = f": {info.failure_reason}" if info.failure_reason else ""
-        raise CommandError(f"endpoint {name} is {info.status}, not InService{detail}")
+        raise CommandError(not_in_service(name, info.status, info.failure_reason))
     if api != "auto":
         return replace(info, api=api)
     return info
@@ -108,6 +108,83 @@ def _session_problem(error: BaseException) -> bool:
     return "session" in text and ("not found" in text or "no longer" in text or "expired" in text)
 
 
+CHAT_COMMANDS = {
+    "/help": "list these commands",
+    "/new": "start a new conversation (the endpoint forgets this one)",
+    "/exit": "leave (also /quit, or Ctrl-D); Ctrl-C stops an answer",
+}
+# A line is a command when its first word is a slash and letters: "/usr/bin?" is a question.
+_COMMAND = re.compile(r"/[A-Za-z?]+")
+
+
+def chat_command(line: str) -> str | None:
+    """The command a chat line gives (``/help``, ``/x`` …), or ``None`` for a message."""
+    words = line.split()
+    return words[0].lower() if words and _COMMAND.fullmatch(words[0]) else None
+
+
+def help_text() -> str:
+    """What ``/help`` prints: each command and what it does."""
+    width = max(len(name) for name in CHAT_COMMANDS)
+    return "\n".join(f"  {name:<{width}}  {what}" for name, what in CHAT_COMMANDS.items())
+
+
+class _Conversation:
+    """One terminal conversation: its stateful session on the endpoint, and its commands."""
+
+    def __init__(
+        self,
+        smr: Any,
+        info: EndpointInfo,
+        parameters: GenerationParameters,
+        out: TextIO,
+        err: TextIO,
+    ) -> None:
+        self.smr, self.info, self.parameters = smr, info, parameters
+        self.out, self.err = out, err
+        self.session = open_session(smr, info.name)
+        self.first = True
+
+    def command(self, name: str) -> bool:
+        """Run a slash command, answered here (never sent to the model); False to leave."""
+        if name in ("/exit", "/quit"):
+            return False
+        if name in ("/help", "/?"):
+            self.err.write(f"Commands:\n{help_text()}\nAnything else is sent to the model.\n")
+        elif name == "/new":
+            self.restart()
+            self.err.write("(new conversation)\n")
+        else:
+            self.err.write(f"unknown command {name}: /help lists the commands\n")
+        return True
+
+    def ask(self, message: str) -> None:
+        """Send one message in the session and print the answer as it streams."""
+        body = request_body(self.info.api, turn_prompt(message, first=self.first), self.parameters)
+        self.out.write("bot> ")
+        self.out.flush()
+        try:
+            if _stream_answer(
+                self.smr, self.info.name, body, self.out, self.err, session_id=self.session
+            ):
+                self.first = False
+        except Exception as error:
+            if not _session_problem(error):
+                raise
+            self.session, self.first = open_session(self.smr, self.info.name), True
+            self.err.write("(the session had ended; a new conversation started, ask again)\n")
+
+    def restart(self) -> None:
+        """Close the session and open a new one."""
+        self.close()
+        self.session, self.first = open_session(self.smr, self.info.name), True
+
+    def close(self) -> None:
+        """Close the session so the model server frees it."""
+        with contextlib.suppress(Exception):
+            close_session(self.smr, self.info.name, self.session)
+
+
 def run_chat(
     gateway_url: str,
     endpoint: str,
@@ -121,17 +198,19 @@ def run_chat(
     """``streamhost chat``: a conversation kept in a stateful session on the endpoint.
 
     Each turn sends only the new message with ``SessionId``; the model server prepends the
-    history and routing sticks to the instance that holds it. ``/new`` starts over, ``/exit``
-    (or end of input) leaves and closes the session. Ctrl-C stops an answer; an answer
-    stopped early is not remembered by the session (the server keeps finished turns only).
+    history and routing sticks to the instance that holds it. Slash commands are answered
+    here, never sent: ``/help`` lists them, ``/new`` starts over, ``/exit`` (or end of
+    input) leaves and closes the session, any other is unknown. Ctrl-C stops an answer; an
+    answer stopped early is not remembered by the session (the server keeps finished turns
+    only).
     """
     out, err = out or sys.stdout, err or sys.stderr
     sm, smr = control_client(gateway_url), invocation_client(gateway_url)
     info = _ready_endpoint(sm, endpoint, api)
-    session = open_session(smr, endpoint)
-    first = True
+    conversation = _Conversation(smr, info, parameters, out, err)
     err.write(
-        f"Chatting with {endpoint} ({info.api.upper()} API). /new starts over, /exit leaves.\n"
+        f"Chatting with {endpoint} ({info.api.upper()} API). /help lists the commands, "
+        "/exit leaves.\n"
     )
     try:
         while True:
@@ -141,28 +220,12 @@ def run_chat(
                 out.write("\n")
                 break
             message = line.strip()
-            if not message:
-                continue
-            if message in ("/exit", "/quit"):
-                break
-            if message == "/new":
-                with contextlib.suppress(Exception):
-                    close_session(smr, endpoint, session)
-                session, first = open_session(smr, endpoint), True
-                err.write("(new conversation)\n")
-                continue
-            body = request_body(info.api, turn_prompt(message, first=first), parameters)
-            out.write("bot> ")
-            out.flush()
-            try:
-                if _stream_answer(smr, endpoint, body, out, err, session_id=session):
-                    first = False
-            except Exception as error:
-                if not _session_problem(error):
-                    raise
-                session, first = open_session(smr, endpoint), True
-                err.write("(the session had ended; a new conversation started, ask again)\n")
+            command = chat_command(message)
+            if command is not None:
+                if not conversation.command(command):
+                    break
+            elif message:
+                conversation.ask(message)
     finally:
-        with contextlib.suppress(Exception):
-            close_session(smr, endpoint, session)
+        conversation.close()
     return 0

@@ -8,6 +8,8 @@ step here is also an example of the protocol. ``add_commands`` registers them on
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from typing import Any
 
@@ -19,10 +21,13 @@ from streamhost.command import CommandError, gateway_command, gateway_option
 from streamhost.deploy import DEFAULT_INSTANCE_TYPE, DeploySpec, delete_endpoint, deploy
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, control_client
 from streamhost.endpoints.discovery import EndpointInfo, describe_endpoint, list_endpoints
+from streamhost.endpoints.errors import split_reason
 from streamhost.endpoints.invocation import GenerationParameters
 from streamhost.ui.launch import run_ui
 
-__all__ = ["add_commands", "main"]
+__all__ = ["add_commands", "endpoint_record", "main"]
+
+_MIN_FOLDED = 6  # a folded MODEL or TYPE column is never narrower than this
 
 
 def _deploy(args: argparse.Namespace, gateway_url: str) -> int:
@@ -44,40 +49,87 @@ def _endpoints(args: argparse.Namespace, gateway_url: str) -> int:
     if args.action != "list" and not args.name:
         raise CommandError(f"`endpoints {args.action}` needs an endpoint NAME")
     if args.action == "describe":
-        _print_description(describe_endpoint(sm, args.name))
+        info = describe_endpoint(sm, args.name)
+        if args.output == "json":
+            print(json.dumps(endpoint_record(info), indent=2))
+        else:
+            _print_description(info)
     elif args.action == "delete":
         delete_endpoint(sm, args.name, keep_model=args.keep_model)
         print(f"deleted endpoint {args.name}")
+    elif args.output == "json":
+        print(json.dumps([endpoint_record(info) for info in list_endpoints(sm)], indent=2))
     else:
-        _print_table(list_endpoints(sm))
+        _print_table(list_endpoints(sm), Console())
     return 0
 
 
-def _print_table(infos: list[EndpointInfo]) -> None:
-    console = Console()
+def endpoint_record(info: EndpointInfo) -> dict[str, Any]:
+    """An endpoint as ``--output json`` prints it: every field, the time in ISO 8601."""
+    record = dataclasses.asdict(info)
+    record["model_names"] = list(info.model_names)
+    record["created"] = info.created.isoformat() if info.created else None
+    return record
+
+
+def _print_table(infos: list[EndpointInfo], console: Console) -> None:
+    """The endpoints as a table that never cuts a name: the creation time wraps after its
+    date, the model and instance type fold, and a name too long for the terminal widens the
+    table past it rather than lose a character."""
     if not infos:
         console.print("no endpoints (create one with `streamhost deploy NAME --model tiny`)")
         return
-    table = Table("NAME", "STATUS", "API", "MODEL", "INSTANCES", "TYPE", "CREATED", box=None)
-    for info in infos:
-        created = info.created.strftime("%Y-%m-%d %H:%M") if info.created else ""
-        table.add_row(
-            info.name,
-            info.status,
-            info.api,
-            info.model_id or "",
-            f"{info.instances or 0}/{info.desired_instances or 0}",
-            info.instance_type or "",
-            created,
-        )
+    rows = [_row(info) for info in infos]
+    headers = ("NAME", "STATUS", "API", "MODEL", "INSTANCES", "TYPE", "CREATED")
+    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)]
+    # Columns are one space apart (and one follows the last); the rest is for the three
+    # that may take more than one line: MODEL and TYPE fold, CREATED wraps to its date.
+    room = console.width - sum(widths[i] for i in (0, 1, 2, 4)) - len(headers)
+    created_width = widths[6] if widths[3] + widths[5] + widths[6] <= room else len("YYYY-MM-DD")
+    model_width, type_width = _folded_widths(room - created_width, widths[3], widths[5])
+    table = Table(box=None, collapse_padding=True, pad_edge=False)
+    for header in ("NAME", "STATUS", "API"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("MODEL", overflow="fold", max_width=model_width)
+    table.add_column("INSTANCES", no_wrap=True)
+    table.add_column("TYPE", overflow="fold", max_width=type_width)
+    table.add_column("CREATED", max_width=created_width)
+    for row in rows:
+        table.add_row(*row)
+    needed = console.width - room + model_width + type_width + created_width
+    if needed > console.width:  # (print's own width= is capped at the console's)
+        console = Console(file=console.file, width=needed)
     console.print(table)
 
 
+def _row(info: EndpointInfo) -> tuple[str, ...]:
+    created = info.created.strftime("%Y-%m-%d %H:%M") if info.created else ""
+    return (
+        info.name,
+        info.status,
+        info.api,
+        info.model_id or "",
+        f"{info.instances or 0}/{info.desired_instances or 0}",
+        info.instance_type or "",
+        created,
+    )
+
+
+def _folded_widths(room: int, model: int, kind: int) -> tuple[int, int]:
+    """Widths of the MODEL and TYPE columns in ``room`` characters: whole if they fit, else
+    folded, TYPE to half the room at most, neither below `_MIN_FOLDED`."""
+    if model + kind <= room:
+        return model, kind
+    kind = min(kind, max(_MIN_FOLDED, room // 2))
+    return min(model, max(_MIN_FOLDED, room - kind)), kind
+
+
 def _print_description(info: EndpointInfo) -> None:
+    message, log_lines = split_reason(info.failure_reason or "")
     rows = {
         "name": info.name,
         "status": info.status,
-        "failure reason": info.failure_reason,
+        "failure reason": message,
         "api": info.api,
         "model": info.model_id,
         "image": info.image,
@@ -91,13 +143,18 @@ def _print_description(info: EndpointInfo) -> None:
     for key, value in rows.items():
         if value:
             print(f"{key + ':':17}{value}")
+        if key == "failure reason" and log_lines:
+            # The log tail the gateway joined with " | ", a line each again.
+            print(f"{'last log lines:':17}{log_lines[0]}")
+            for line in log_lines[1:]:
+                print(f"{'':17}{line}")
 
 
 def _parameters(args: argparse.Namespace) -> GenerationParameters:
     if not 1 <= args.max_new_tokens <= 100_000:
         raise CommandError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    if args.temperature <= 0:
-        raise CommandError(f"--temperature must be above 0, got {args.temperature}")
+    if not args.temperature >= 0:  # NaN too
+        raise CommandError(f"--temperature must be 0 (greedy) or above, got {args.temperature}")
     return GenerationParameters(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
 
 
@@ -124,7 +181,12 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=400, help="tokens to generate at most (400)"
     )
-    parser.add_argument("--temperature", type=float, default=0.1, help="sampling temperature (0.1)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.1,
+        help="sampling temperature; 0 is greedy decoding (0.1)",
+    )
     parser.add_argument(
         "--api",
         default="auto",
@@ -195,6 +257,7 @@ def _add_endpoints(subparsers: Any, common: list[argparse.ArgumentParser]) -> No
             "Examples:\n"
             "  streamhost endpoints\n"
             "  streamhost endpoints describe default\n"
+            "  streamhost endpoints --output json\n"
             "  streamhost endpoints delete chat"
         ),
     )
@@ -204,6 +267,12 @@ def _add_endpoints(subparsers: Any, common: list[argparse.ArgumentParser]) -> No
         "--keep-model",
         action="store_true",
         help="delete: keep the endpoint config and model",
+    )
+    parser.add_argument(
+        "--output",
+        default="table",
+        choices=["table", "json"],
+        help="list, describe: a table for people (default) or JSON, every field of each endpoint",
     )
     parser.set_defaults(func=gateway_command("endpoints", _endpoints))
 
@@ -235,7 +304,8 @@ def _add_chat(subparsers: Any, common: list[argparse.ArgumentParser]) -> None:
         help="chat with an endpoint in the terminal",
         description=(
             "A terminal chat that keeps the conversation in a stateful session on the "
-            "endpoint. /new starts over, /exit leaves; Ctrl-C stops an answer."
+            "endpoint. /help lists the commands, /new starts over, /exit leaves; Ctrl-C "
+            "stops an answer."
         ),
         epilog="Example: streamhost chat default --max-new-tokens 200",
     )

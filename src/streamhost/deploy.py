@@ -2,9 +2,10 @@
 
 A model, an endpoint config and an endpoint are created with boto3 (for the LMI API, with a
 model archive holding the ``serving.properties`` the container loads), the endpoint is
-waited on with a spinner, and deleting it deletes what was made for it. ``switch_model``
-moves an endpoint that serves to another model blue/green (UpdateEndpoint): the old model
-serves until the new one is healthy, and keeps serving if it never is.
+waited on with a spinner (plain progress lines when the output is not a terminal), and
+deleting it deletes what was made for it. ``switch_model`` moves an endpoint that serves to
+another model blue/green (UpdateEndpoint): the old model serves until the new one is
+healthy, and keeps serving if it never is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from streamhost.command import CommandError
 from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
-from streamhost.endpoints.errors import error_code, short_reason
+from streamhost.endpoints.errors import error_code, logs_hint, not_in_service, short_reason
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPE",
@@ -52,6 +53,7 @@ EXECUTION_ROLE = "arn:aws:iam::123456789012:role/service-role/streamhost"
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _POLL_SECONDS = 0.5
+_QUIET_PROGRESS_SECONDS = 30.0  # piped output repeats an unchanged progress line this often
 
 
 @dataclass(frozen=True)
@@ -246,31 +248,55 @@ def _undo(made: list[Callable[[], Any]]) -> None:
 def wait_for_endpoint(
     sm: Any, name: str, *, console: Console | None = None, timeout: float = 1800.0
 ) -> EndpointInfo:
-    """Show a spinner while ``name`` is Creating or Updating; its final description.
+    """Show progress while ``name`` is Creating or Updating; its final description.
 
-    ``CommandError`` when it fails (with SageMaker's FailureReason) or takes over ``timeout``.
+    ``CommandError`` when it fails (the cause of its FailureReason, then where its logs
+    are) or takes over ``timeout``.
     """
     console = console or Console(stderr=True)
     deadline = time.monotonic() + timeout
     info = describe_endpoint(sm, name)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(_progress_line(info), total=None)
+    with _progress(console, info) as show:
         while info.status in ("Creating", "Updating", "SystemUpdating"):
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"endpoint {name} is still {info.status} after {timeout:.0f} s; "
-                    f"see `streamhost logs {name}`"
+                    f"{logs_hint(name)}"
                 )
             time.sleep(_POLL_SECONDS)
             info = describe_endpoint(sm, name)
-            progress.update(task, description=_progress_line(info))
+            show(info)
     if info.status != IN_SERVICE:
-        reason = info.failure_reason or "no reason given"
         raise CommandError(
-            f"endpoint {name} is {info.status}: {reason} (instance logs: `streamhost logs {name}`)"
+            not_in_service(name, info.status, info.failure_reason or "no reason given")
         )
     return info
+
+
+@contextlib.contextmanager
+def _progress(console: Console, info: EndpointInfo) -> Iterator[Callable[[EndpointInfo], None]]:
+    """Show ``info``'s progress line and yield what updates it: a spinner on a terminal
+    (gone when done), else a plain line whenever it changes (and every
+    `_QUIET_PROGRESS_SECONDS`), so piped output is a log, never a blank line."""
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(_progress_line(info), total=None)
+            yield lambda info: progress.update(task, description=_progress_line(info))
+        return
+    started = time.monotonic()
+    last = {"line": "", "at": started}
+
+    def show(info: EndpointInfo) -> None:
+        line, now = _progress_line(info), time.monotonic()
+        if line != last["line"] or now - last["at"] >= _QUIET_PROGRESS_SECONDS:
+            console.print(
+                f"{line} ({now - started:.0f} s)", markup=False, highlight=False, soft_wrap=True
+            )
+            last.update(line=line, at=now)
+
+    show(info)
+    yield show
 
 
 def _progress_line(info: EndpointInfo) -> str:

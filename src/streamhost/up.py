@@ -101,9 +101,10 @@ def _check_port_free(port: int, what: str) -> None:
         try:
             probe.bind((HOST, port))
         except OSError as error:
+            option, variable = ("--ui-port", "UI_PORT") if what == "chat UI" else ("--port", "PORT")
             raise CommandError(
-                f"cannot use port {port} for the {what} on {HOST}: {error.strerror or error} "
-                f"(pick another with --{'ui-' if what == 'chat UI' else ''}port)"
+                f"cannot use port {port} for the {what} on {HOST}: {error.strerror or error}; "
+                f"choose another with {option}, or {variable}=… with make run"
             ) from None
 
 

@@ -33,10 +33,16 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class GenerationParameters:
-    """The knobs the UI and ``streamhost invoke`` expose (the original sample's ranges)."""
+    """The knobs the UI and ``streamhost invoke`` expose (the original sample's ranges);
+    temperature 0 means greedy decoding, as it does for OpenAI, vLLM and TGI's chat route."""
 
     max_new_tokens: int = 400
     temperature: float = 0.1
+
+    @property
+    def greedy(self) -> bool:
+        """Whether the answer is the most likely tokens, without sampling."""
+        return self.temperature == 0
 
 
 def request_body(
@@ -47,15 +53,17 @@ def request_body(
     TGI: ``{"inputs", "parameters", "stream"}`` answered with SSE token events. LMI:
     ``{"inputs", "parameters"}`` answered in the container's output format (JSON lines
     when deployed by streamhost); LMI samples only with ``do_sample``, so it is sent to make
-    the temperature count.
+    the temperature count. Temperature 0 is sent as ``do_sample: false`` and no
+    temperature: TGI's ``/generate`` refuses 0 ("`temperature` must be strictly positive").
     """
-    fields: dict[str, Any] = {
-        "max_new_tokens": parameters.max_new_tokens,
-        "temperature": parameters.temperature,
-        "return_full_text": False,
-    }
+    fields: dict[str, Any] = {"max_new_tokens": parameters.max_new_tokens}
+    if parameters.greedy:
+        fields["do_sample"] = False
+    else:
+        fields["temperature"] = parameters.temperature
+    fields["return_full_text"] = False
     if api == "lmi":
-        fields["do_sample"] = True
+        fields.setdefault("do_sample", True)
         return json.dumps({"inputs": prompt, "parameters": fields}).encode()
     if not stream:
         fields["details"] = True  # TGI counts the tokens of a whole answer only when asked
