@@ -8,13 +8,18 @@ temperature sliders (same ranges and defaults) and the three suggested prompts. 
 sliders reach the request whatever the API, the suggested prompts are buttons, earlier
 turns are part of the prompt (rendered here on every request, see
 :mod:`streamhost.endpoints.conversation`), the endpoint and its API (TGI or LMI) are picked
-from the gateway instead of an environment variable, *Stop* ends the answer and its
-generation, each answer shows TTFT and tokens/s, and every failure is a readable message.
+from the gateway instead of an environment variable (endpoints that are not InService are
+listed beside it, marked, with the cause of a failure, but cannot be chosen; when the one a
+conversation uses goes away, the page says where the conversation continues), *Stop* ends
+the answer and its generation, each answer shows TTFT and tokens/s, and every failure is a
+short readable line.
 
 Browser tests find the parts by their keys: each keyed container carries the CSS class
 ``st-key-<key>`` — ``answer-live`` / ``metrics-live`` for the answer being streamed,
-``answer-<i>`` / ``metrics-<i>`` / ``error-<i>`` for turn ``i`` of the history, and the
-buttons ``stop``, ``clear`` and ``suggested-<i>``.
+``answer-<i>`` / ``metrics-<i>`` / ``error-<i>`` for turn ``i`` of the history,
+``not-ready`` for the endpoints that cannot be chosen, ``endpoint-moved`` for the notice that
+the conversation's endpoint went away, and the buttons ``stop``, ``clear``, ``refresh`` and
+``suggested-<i>``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from streamhost.endpoints.invocation import (
     request_body,
     start_generation,
 )
+from streamhost.ui.choice import EndpointChoice, choose_endpoints, moved_notice, not_ready_line
 from streamhost.ui.settings import UISettings
 
 SUGGESTED_PROMPTS = (
@@ -88,6 +94,7 @@ def _ask(prompt: str) -> None:
 
 def _clear() -> None:
     st.session_state.turns = []
+    _forget_moved_notice()
 
 
 def _metrics(turn: Turn) -> str:
@@ -108,33 +115,28 @@ def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
     chosen = None
     problem = None
     with st.sidebar:
-        st.markdown("### Endpoint")
         try:
             endpoints = _endpoints(settings.gateway_url)
         except Exception as error:
             problem = describe_error(error, settings.gateway_url)
             st.error(problem)
             endpoints = []
-        ready = [e for e in endpoints if e.in_service]
-        names = [e.name for e in ready]
-        if names:
-            default = names.index(settings.endpoint) if settings.endpoint in names else 0
-            name = st.selectbox("Endpoint", names, index=default, key="endpoint")
-            chosen = ready[names.index(name)] if name in names else ready[0]
-            count = f" × {chosen.instances}" if chosen.instances else ""
-            st.caption(
-                f"{chosen.api.upper()} API · {chosen.model_id or 'custom model'} · "
-                f"{chosen.instance_type or 'instance'}{count}"
-            )
+        choice = choose_endpoints(endpoints)
+        if choice.ready:
+            chosen = _endpoint_picker(choice, endpoints, settings)
         elif problem is None:
-            waiting = ", ".join(f"{e.name} ({e.status})" for e in endpoints)
             problem = (
                 "No endpoint is InService"
-                + (f": {waiting}." if waiting else " on the gateway.")
+                + (" yet." if choice.not_ready else " on the gateway.")
                 + " Deploy one with `streamhost deploy NAME --model tiny`, then press "
                 "Refresh endpoints."
             )
             st.warning(problem)
+        if choice.not_ready:
+            with st.container(key="not-ready"):
+                st.caption("Not ready for chat:")
+                for info in choice.not_ready:
+                    st.caption(not_ready_line(info))
         st.button("Refresh endpoints", key="refresh", on_click=_endpoints.clear)
         st.caption(f"Gateway: {settings.gateway_url}")
         st.divider()
@@ -147,6 +149,35 @@ def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
                 prompt, key=f"suggested-{index}", on_click=_ask, args=(prompt,), width="stretch"
             )
     return chosen, problem
+
+
+def _endpoint_picker(
+    choice: EndpointChoice, endpoints: list[EndpointInfo], settings: UISettings
+) -> EndpointInfo:
+    """The endpoint selector (InService endpoints only) and the chosen one's details; a
+    conversation whose endpoint went away is told where it continues."""
+    previous = st.session_state.get("endpoint")  # the selector's value in the last run
+    name = st.selectbox(
+        "Endpoint",
+        choice.names,
+        index=choice.index(settings.endpoint),
+        key="endpoint",
+        on_change=_forget_moved_notice,
+    )
+    chosen = choice.ready[choice.index(name)]
+    notice = moved_notice(previous, endpoints, chosen.name)
+    if notice is not None and st.session_state.get("turns"):
+        st.session_state.moved_notice = notice
+    count = f" × {chosen.instances}" if chosen.instances else ""
+    st.caption(
+        f"{chosen.api.upper()} API · {chosen.model_id or 'custom model'} · "
+        f"{chosen.instance_type or 'instance'}{count}"
+    )
+    return chosen
+
+
+def _forget_moved_notice() -> None:
+    st.session_state.pop("moved_notice", None)
 
 
 def _history(turns: list[Turn]) -> None:
@@ -219,7 +250,7 @@ def _stream_answer(
             answer.markdown(clean_text(generation.text) + CURSOR)
     except Exception as error:
         if generation is None or not generation.stopped:  # else: a stop cut the connection
-            turn.error = describe_error(error, settings.gateway_url)
+            turn.error = describe_error(error, settings.gateway_url, endpoint.name)
     finally:
         # Also reached when Stop (or a new message) interrupts the script mid-loop.
         if generation is not None:
@@ -249,6 +280,9 @@ def main() -> None:
     st.header("Building a chatbot with a streamhost streaming endpoint")
     endpoint, problem = _sidebar(settings)
     _finish_interrupted_answer()
+    if st.session_state.get("moved_notice"):
+        with st.container(key="endpoint-moved"):
+            st.warning(st.session_state.moved_notice)
     if endpoint is not None:
         st.caption(
             f"Answers stream token by token from **{endpoint.name}** through "
