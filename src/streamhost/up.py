@@ -46,7 +46,7 @@ from streamhost.deploy import (
 )
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
 from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
-from streamhost.endpoints.errors import describe_error, error_code, logs_hint
+from streamhost.endpoints.errors import describe_error, error_code, log_cause, logs_hint, one_line
 from streamhost.processes import (
     Stop,
     exit_with_parent,
@@ -67,6 +67,7 @@ _UI_START_TIMEOUT = 60.0
 _GATEWAY_STOP_TIMEOUT = 75.0
 _UI_STOP_TIMEOUT = 10.0
 _LEFTOVER_STOP_TIMEOUT = 5.0
+_START_BANNER = "--- streamhost up:"  # starts each run's part of a child's log
 
 
 def ensure_credentials(path: Path | None = None) -> dict[str, str]:
@@ -171,7 +172,7 @@ def _start(
     ``children`` at once, so that nothing started escapes the shutdown."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
-        handle.write(f"\n--- streamhost up: {' '.join(command)}\n".encode())
+        handle.write(f"\n{_START_BANNER} {' '.join(command)}\n".encode())
         handle.flush()
         children.append(
             _Child(
@@ -202,9 +203,13 @@ def _wait_ready(child: _Child, url: str, timeout: float) -> None:
 
 
 def _exited(child: _Child) -> str:
+    """One line: how ``child`` ended, the failure its log states last (if any), its log."""
+    lines = _tail(child.log).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(_START_BANNER)]
+    cause = log_cause(lines[starts[-1] + 1 :] if starts else lines)  # this run's lines only
+    because = f": {one_line(cause)}" if cause else ""
     return (
-        f"the {child.name} exited with status {child.process.returncode}; "
-        f"its log ({child.log}) ends with:\n{_tail(child.log)}"
+        f"the {child.name} exited with status {child.process.returncode}{because}; see: {child.log}"
     )
 
 

@@ -232,6 +232,26 @@ def test_a_port_in_use_names_the_option_and_the_make_variable(
     assert f"choose another with {option}, or {variable}=… with make run" in done.stderr
 
 
+def test_a_gateway_that_exits_at_start_is_one_line_naming_its_log(tmp_path: Path) -> None:
+    # A state `up` accepts and the gateway cannot open: nothing listens on port 1.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STREAMHOST_"))}
+    env.update(HOME=str(tmp_path), XDG_STATE_HOME=str(tmp_path / "state"))
+    state = "postgresql://127.0.0.1:1/streamhost"
+    done = subprocess.run(
+        [*streamhost_command("up"), "--no-ui", "--port", str(free_port()), "--state", state],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line != "Stopped."]
+    assert len(lines) == 1, done.stderr
+    log = tmp_path / "state" / "streamhost" / "up-gateway.log"
+    assert lines[0].startswith("streamhost up: the gateway exited with status 1: ")
+    assert lines[0].endswith(f"; see: {log}") and log.exists()
+
+
 def test_make_run_passes_both_ports() -> None:
     done = subprocess.run(
         ["make", "-n", "run", "PORT=9001", "UI_PORT=9002"],
