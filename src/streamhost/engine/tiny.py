@@ -1,9 +1,12 @@
-"""The built-in ``tiny`` model: a small random Llama with a real BPE tokenizer.
+"""The built-in models: ``tiny``, a small random Llama with a real BPE tokenizer, the
+larger random ``random-*`` ones, and ``tiny-chat``, a small trained Llama that answers in
+simple English.
 
-It is built deterministically from a fixed seed by this module, saved as an ordinary
+``tiny`` is built deterministically from a fixed seed by this module, saved as an ordinary
 Hugging Face folder in the cache directory and loaded through the normal loader, so that
 everything downstream (batching, streaming, every API, the UI) runs for real without a
-download.
+download. ``tiny-chat`` ships with the package as such a folder (``data/tiny-chat``, trained
+by ``scripts/train_chat_model.py``) and is loaded from there.
 """
 
 from __future__ import annotations
@@ -76,14 +79,32 @@ def random_model_path(name: str) -> Path:
     return _build_once(_version(name), lambda folder: build_tiny(folder, name))
 
 
+CHAT_MODEL = "tiny-chat"
+
+
+def chat_model_path() -> Path:
+    """Folder of the built-in ``tiny-chat`` model, shipped with the package."""
+    return Path(str(resources.files("streamhost.engine").joinpath(f"data/{CHAT_MODEL}")))
+
+
 def built_in_names() -> list[str]:
-    """The built-in model ids: ``tiny`` and the :data:`RANDOM_SHAPES` ones."""
-    return ["tiny", *RANDOM_SHAPES]
+    """The built-in model ids: ``tiny``, ``tiny-chat`` and the :data:`RANDOM_SHAPES` ones."""
+    return ["tiny", CHAT_MODEL, *RANDOM_SHAPES]
 
 
 def built_in_path(name: str) -> Path:
     """Folder of the built-in model ``name``, building it first if needed."""
-    return tiny_path() if name == "tiny" else random_model_path(name)
+    if name == "tiny":
+        return tiny_path()
+    return chat_model_path() if name == CHAT_MODEL else random_model_path(name)
+
+
+def is_random_model(model_id: str | None) -> bool:
+    """True for the models whose text is random by design: ``tiny``, the random shapes and
+    ``synthetic:*`` (no weights at all)."""
+    if not model_id:
+        return False
+    return model_id == "tiny" or model_id in RANDOM_SHAPES or model_id.startswith("synthetic:")
 
 
 def _version(shape: str) -> str:
