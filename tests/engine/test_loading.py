@@ -120,4 +120,6 @@ def test_models_path_prints_a_built_in_folder_and_refuses_others(capsys, tiny_di
     assert main(["models", "path", "tiny"]) == 0
     assert capsys.readouterr().out.strip() == str(tiny_dir)
     assert main(["models", "path", "gpt-9"]) == 2
-    assert "the built-in models are tiny, tiny-chat, random-1b; got 'gpt-9'" in capsys.readouterr().err
+    assert (
+        "the built-in models are tiny, tiny-chat, random-1b; got 'gpt-9'" in capsys.readouterr().err
+    )

@@ -85,6 +85,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_the_gateway_runs_deploys_and_relays_without_torch(tmp_path):
     gateway = GatewayProcess(tmp_path / "state", launcher=("-c", GATEWAY_WITHOUT_TORCH)).start(30)
     url = gateway.url

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import psutil
+import pytest
 
 from streamhost.gateway.store import Store
 from tests.harness import (
@@ -17,6 +18,9 @@ from tests.harness import (
     tgi_body,
     wait_in_service,
 )
+
+# Gateways stopped and started again over the same model-server processes.
+pytestmark = pytest.mark.slow
 
 
 def pids(gateway, endpoint: str) -> set[int]:

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import pytest
 from botocore.eventstream import EventStreamBuffer
 
 from tests.harness import create_synthetic_endpoint, signed_headers, tgi_body
@@ -70,6 +71,7 @@ def test_each_payload_part_is_its_own_http_chunk_even_after_a_pause(gateway):
     assert b"".join(event.payload for event in events).count(b"data:") == TOKENS
 
 
+@pytest.mark.slow
 def test_a_client_reading_slower_than_the_instance_gets_every_token_in_order(gateway):
     # Enough bytes to fill the client's socket and the gateway's write buffer: the relay's
     # writes then wait for the client (some from the instance connection's callback, handed

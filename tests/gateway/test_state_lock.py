@@ -29,6 +29,9 @@ from tests.harness import (
     wait_in_service,
 )
 
+# Gateway processes started, killed and started again on one state.
+pytestmark = pytest.mark.slow
+
 
 def invoke(gateway: GatewayProcess, endpoint: str) -> bytes:
     response = gateway.smr().invoke_endpoint_with_response_stream(

@@ -170,6 +170,7 @@ def test_malformed_json_is_400_and_oversize_is_413(tgi_server):
     assert response.status_code == 413
 
 
+@pytest.mark.slow
 def test_engine_process_death_ends_streams_in_band_and_fails_health(tiny_dir, tmp_path):
     from tests.harness import start_model_server
 

@@ -25,6 +25,9 @@ from streamhost.endpoints.invocation import (
 )
 from tests.harness import GatewayProcess, free_port
 
+# The terminal commands against a gateway process and tiny-model endpoints.
+pytestmark = pytest.mark.slow
+
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     status = main(args)

@@ -6,9 +6,14 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from tests.harness import GatewayProcess
 
 from .conftest import streamhost_command
+
+# `streamhost invoke --stream` as a process against the UI tests' gateway.
+pytestmark = pytest.mark.slow
 
 
 def test_invoke_stream_prints_tokens_long_before_the_generation_ends(

@@ -17,6 +17,9 @@ from tests.harness import GatewayProcess, wait_for
 
 from .conftest import KEYS, REPO
 
+# The chat page against the UI tests' gateway and its tiny-model endpoint.
+pytestmark = pytest.mark.slow
+
 APP = REPO / "src" / "streamhost" / "ui" / "app.py"
 BROKEN = "page-broken"
 
