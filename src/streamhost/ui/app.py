@@ -40,6 +40,7 @@ from streamhost.endpoints.invocation import (
     request_body,
     start_generation,
 )
+from streamhost.engine.tiny import is_random_model
 from streamhost.ui.choice import EndpointChoice, choose_endpoints, moved_notice, not_ready_line
 from streamhost.ui.settings import UISettings
 
@@ -284,10 +285,17 @@ def main() -> None:
         with st.container(key="endpoint-moved"):
             st.warning(st.session_state.moved_notice)
     if endpoint is not None:
+        model = f" (model `{endpoint.model_id}`)" if endpoint.model_id else ""
         st.caption(
-            f"Answers stream token by token from **{endpoint.name}** through "
+            f"Answers stream token by token from **{endpoint.name}**{model} through "
             "InvokeEndpointWithResponseStream."
         )
+        if is_random_model(endpoint.model_id):
+            with st.container(key="random-model"):
+                st.caption(
+                    f"`{endpoint.model_id}` is a random model: its text is random by design. "
+                    "For answers that read as English, deploy `tiny-chat` or a Hugging Face model."
+                )
     _history(st.session_state.turns)
     typed = st.chat_input("Input text", key="input")
     prompt = typed or st.session_state.pop("pending_prompt", None)
