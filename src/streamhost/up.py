@@ -325,7 +325,7 @@ def _banner(
 def run_up(
     port: int = 8080,
     ui_port: int = 8501,
-    model: str = "tiny",
+    model: str = "tiny-chat",
     api: str = "tgi",
     no_ui: bool = False,
     state: str | None = None,
@@ -471,9 +471,9 @@ def add_up_command(subparsers: Any) -> None:
     parser.add_argument("--ui-port", type=int, default=8501, help="chat UI port (8501)")
     parser.add_argument(
         "--model",
-        default="tiny",
-        help="model of endpoint `default`: tiny, random-1b, synthetic:DELAY_MS, a folder or a "
-        "hub id",
+        default="tiny-chat",
+        help="model of endpoint `default` (tiny-chat): tiny-chat, tiny, random-1b, "
+        "synthetic:DELAY_MS, a folder or a hub id",
     )
     parser.add_argument(
         "--api", default="tgi", choices=["tgi", "lmi"], help="container API to speak (tgi)"
