@@ -125,33 +125,12 @@ def corpus_texts() -> list[str]:
 
 
 def build_tokenizer(texts: list[str]):
-    """A byte-level BPE tokenizer with tiny's special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """tiny's byte-level BPE tokenizer (its special tokens and chat template), trained on
+    `texts` with this model's vocabulary size."""
+    from streamhost.engine.tiny import build_tokenizer as train_tokenizer
 
-    from streamhost.engine.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([line for text in texts for line in text.splitlines()], trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        unk_token=None,
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=CONTEXT_WINDOW,
-    )
+    lines = [line for text in texts for line in text.splitlines()]
+    return train_tokenizer(lines, vocab_size=VOCAB_SIZE, context_window=CONTEXT_WINDOW)
 
 
 def _vary(question: str, rng: random.Random) -> str:

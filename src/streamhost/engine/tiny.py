@@ -137,8 +137,13 @@ def corpus_text() -> str:
     return resources.files("streamhost.engine").joinpath("data/tiny_corpus.txt").read_text("utf-8")
 
 
-def build_tokenizer():
-    """Train the byte-level BPE tokenizer of the tiny model (deterministic)."""
+def build_tokenizer(
+    lines: list[str] | None = None,
+    vocab_size: int = VOCAB_SIZE,
+    context_window: int = CONTEXT_WINDOW,
+):
+    """Train a byte-level BPE tokenizer with the built-in models' special tokens and chat
+    template on `lines` (deterministic; tiny's own: the text the project ships)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -146,13 +151,13 @@ def build_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         min_frequency=2,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    tok.train_from_iterator(corpus_text().splitlines() if lines is None else lines, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -161,7 +166,7 @@ def build_tokenizer():
         pad_token="<|pad|>",
         additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
         chat_template=CHAT_TEMPLATE,
-        model_max_length=CONTEXT_WINDOW,
+        model_max_length=context_window,
     )
 
 
