@@ -63,6 +63,7 @@ __all__ = [
     "error_of",
     "free_port",
     "http_ok",
+    "interrupt_popen",
     "model_servers",
     "payload_bytes",
     "running",
@@ -386,6 +387,19 @@ def stop_popen(process: subprocess.Popen, timeout: float = 60.0) -> list[psutil.
     left = still_running(family, 10)
     stop_leftovers(left, 5)
     return left
+
+
+def interrupt_popen(process: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Ctrl-C (SIGINT), as a person stops a command in a terminal; wait up to `timeout`
+    (then SIGKILL) and return its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def model_servers(under: Path | None = None) -> list[psutil.Process]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import stat
 import subprocess
 import threading
@@ -16,7 +15,7 @@ import boto3
 import pytest
 
 from streamhost.client import stream_text
-from tests.harness import descendants, free_port, http_ok, still_running
+from tests.harness import descendants, free_port, http_ok, interrupt_popen, still_running
 
 from .conftest import streamhost_command, tiny_cache
 
@@ -94,13 +93,9 @@ def test_up_serves_a_streamed_invocation_and_sigint_stops_everything(
         assert any("serve-model" in c for c in commands), commands
         assert any("streamlit" in c for c in commands), commands
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
         try:
-            status = process.wait(120)
+            status = interrupt_popen(process)
         finally:
-            if process.poll() is None:
-                process.kill()
             stderr.close()
     assert status == 0, (tmp_path / "up.stderr").read_text()
     left = still_running(family, 10)

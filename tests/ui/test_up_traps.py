@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.harness import free_port, model_servers
+from tests.harness import free_port, interrupt_popen, model_servers
 
 from .conftest import streamhost_command, tiny_cache
 
@@ -82,14 +81,7 @@ def running_up(home: Path, *args: str, name: str = "up") -> Iterator[Up]:
     try:
         yield up
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            status = process.wait(120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        status = interrupt_popen(process)
     assert status == 0, stderr.read_text()
 
 
