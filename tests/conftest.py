@@ -3,9 +3,9 @@
 `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`). Each test module
 is one group, so a module's shared servers start once, on one worker; tests that share a
 session-wide server (the UI tests' gateway, the model servers' `tgi_server`) are one group
-each, so that server starts once. Each worker runs torch on one
-thread: two workers on two cores, not four threads fighting over them (model-server
-processes started by the tests choose their own threads, as in production).
+each, so that server starts once. Each worker runs torch on one thread: two workers on two
+cores, not four threads fighting over them (model-server processes started by the tests
+choose their own threads, as in production).
 """
 
 from __future__ import annotations
