@@ -215,7 +215,7 @@ def _add_serve_model(sub: Any) -> None:
     )
     serve.add_argument(
         "--model",
-        help="model id: tiny, random-1b, synthetic:DELAY_MS, a folder or a hub id "
+        help="model id: tiny, tiny-chat, random-1b, synthetic:DELAY_MS, a folder or a hub id "
         "(overrides HF_MODEL_ID)",
     )
     serve.add_argument("--model-dir", default=None, help="model folder (default /opt/ml/model)")
@@ -346,7 +346,7 @@ def _add_models(sub: Any) -> None:
     models.add_argument(
         "action", choices=["path"], help="path: build if needed and print the model's folder"
     )
-    models.add_argument("name", help="model name (tiny or random-1b)")
+    models.add_argument("name", help="built-in model name: tiny, tiny-chat or random-1b")
     models.set_defaults(func=_models)
 
 

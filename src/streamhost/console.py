@@ -223,7 +223,7 @@ def _add_deploy(subparsers: Any, common: list[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="model id: tiny, random-1b, synthetic:DELAY_MS, a local folder or a Hugging Face id",
+        help="model id: tiny, tiny-chat, random-1b, synthetic:DELAY_MS, a local folder or a Hugging Face id",
     )
     parser.add_argument(
         "--api",
