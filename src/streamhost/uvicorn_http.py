@@ -56,6 +56,7 @@ __all__ = [
     "error_response",
     "http_protocol",
     "send_now",
+    "uvicorn_config",
 ]
 
 MAX_URL_BYTES = 16 * 1024
@@ -111,6 +112,34 @@ def http_protocol(request_timeout: float, answer: Answer) -> type[asyncio.Protoc
     base = check_uvicorn()
     namespace = {"request_timeout": request_timeout, "answer": staticmethod(answer)}
     return type("HttpProtocol", (_HeadLimits, _Deadline, base), namespace)
+
+
+def uvicorn_config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    request_timeout: float,
+    answer: Answer,
+    log_level: str = "info",
+    **options: Any,
+) -> Any:
+    """uvicorn's configuration for either server: the protocol above (`http_protocol`), and
+    no per-request work neither server needs (no access log, no X-Forwarded-* reading, no
+    server header). `options` are the server's own (TLS, the graceful-shutdown time)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        http=http_protocol(request_timeout, answer),
+        **options,
+    )
 
 
 # -- the head limits ----------------------------------------------------------------------

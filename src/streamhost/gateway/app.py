@@ -77,23 +77,17 @@ def serve(
 
 def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str = "info") -> Any:
     """uvicorn's configuration for serving `app` as `settings` say."""
-    import uvicorn
+    from streamhost.uvicorn_http import uvicorn_config
 
-    from .http import gateway_protocol
+    from .http import refusal
 
-    return uvicorn.Config(
+    return uvicorn_config(
         app,
-        host=settings.host,
-        port=settings.port,
+        settings.host,
+        settings.port,
+        request_timeout=settings.request_timeout,
+        answer=refusal,
         log_level=log_level,
-        access_log=False,
-        # Per-request work the gateway does not need: it reads no X-Forwarded-* header and
-        # names no server software.
-        proxy_headers=False,
-        server_header=False,
-        # uvicorn's httptools protocol, with limits on a request's head and a deadline for a
-        # client to send each request (checks the uvicorn installed: UvicornMismatch).
-        http=gateway_protocol(settings.request_timeout),
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         timeout_graceful_shutdown=30,

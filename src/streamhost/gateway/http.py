@@ -11,8 +11,6 @@ connection is closed.
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
 from ..uvicorn_http import (
@@ -21,12 +19,11 @@ from ..uvicorn_http import (
     RequestTimedOut,
     UriTooLong,
     error_response,
-    http_protocol,
 )
 from .errors import AwsError
 from .runtime import new_request_id
 
-__all__ = ["gateway_protocol", "refusal"]
+__all__ = ["refusal"]
 
 _CODES = {
     RequestTimedOut: "RequestTimeoutException",
@@ -44,8 +41,3 @@ def refusal(error: RequestRefused) -> bytes:
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in aws.headers().items()]
     return error_response(aws.status, headers, orjson.dumps(aws.to_response()))
-
-
-def gateway_protocol(request_timeout: float) -> type[asyncio.Protocol]:
-    """The protocol class for `uvicorn.Config(http=…)`, with `--request-timeout`."""
-    return http_protocol(request_timeout, refusal)

@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from streamhost.engine import RequestStream, TokenEvent
 from streamhost.server.config import ServerConfig
-from streamhost.uvicorn_http import RequestRefused, RequestTimedOut, error_response, http_protocol
+from streamhost.uvicorn_http import RequestRefused, RequestTimedOut, error_response, uvicorn_config
 
 JSON = "application/json"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -138,18 +138,12 @@ def refusal(error: RequestRefused) -> bytes:
 
 def server_config(config: ServerConfig, app: Any, *, log_level: str = "info") -> Any:
     """uvicorn's configuration for serving `app` as `config` says."""
-    import uvicorn
-
-    return uvicorn.Config(
+    return uvicorn_config(
         app,
-        host=config.host,
-        port=config.port,
+        config.host,
+        config.port,
+        request_timeout=config.request_timeout,
+        answer=refusal,
         log_level=log_level,
-        access_log=False,
-        proxy_headers=False,  # nothing here reads X-Forwarded-*
-        server_header=False,
-        # uvicorn's httptools protocol, with limits on a request's head and a deadline for a
-        # client to send each request (checks the uvicorn installed: UvicornMismatch).
-        http=http_protocol(config.request_timeout, refusal),
         timeout_graceful_shutdown=max(1, round(config.graceful_timeout)),
     )
