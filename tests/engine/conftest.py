@@ -13,6 +13,25 @@ def engine(tiny_dir):
     eng.shutdown()
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_dir):
+    """transformers' own model of tiny: what the engine's forward pass must match."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+
+
+def greedy_alone(model, prompt_ids: list[int], n: int) -> list[int]:
+    """``n`` greedy tokens after ``prompt_ids`` by transformers' ``generate``, one request."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False
+        )
+    return out[0, len(prompt_ids) :].tolist()
+
+
 async def collect(stream):
     """All events of a stream."""
     return [event async for event in stream]

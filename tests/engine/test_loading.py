@@ -56,12 +56,16 @@ def test_local_folder_loads_through_the_same_path(tiny_dir):
 def test_random_models_are_built_once_in_bfloat16_and_decode_exactly(monkeypatch, tmp_path):
     # random-1b's builder with a small grouped-query shape (random-1b itself is 2 GB; the
     # GPU benchmark builds it): bfloat16 on disk, cached, loaded by the normal loader, and
-    # the lean runner's grouped-query attention decodes what transformers decodes alone.
+    # the lean runner's grouped-query attention decodes what transformers decodes alone,
+    # with its weights read from the files (the loader's path) and from transformers' model.
     import torch
+    from transformers import AutoModelForCausalLM
 
     from streamhost.engine import SamplingParams, tiny
-    from streamhost.engine.llama import LlamaRunner
+    from streamhost.engine.llama import LlamaRunner, LlamaWeights
     from streamhost.engine.sampling import RowSampler
+
+    from .conftest import greedy_alone
 
     monkeypatch.setenv("STREAMHOST_CACHE", str(tmp_path))
     shape = {
@@ -78,33 +82,34 @@ def test_random_models_are_built_once_in_bfloat16_and_decode_exactly(monkeypatch
     assert {k: config[k] for k in shape} == shape
     assert resolve_model_path("random-test", None, False) == folder  # built once
 
-    model = load_model(EngineConfig(model="random-test")).model
+    reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     with torch.no_grad():  # sharper attention, so that a wrong key/value head shows
-        for layer in model.model.layers:
+        for layer in reference.model.layers:
             layer.self_attn.q_proj.weight.mul_(20)
             layer.self_attn.k_proj.weight.mul_(20)
+    sharper = tmp_path / "sharper"
+    reference.save_pretrained(sharper)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (folder / name).exists():
+            (sharper / name).write_bytes((folder / name).read_bytes())
+    loaded = load_model(EngineConfig(model=str(sharper)))
+    assert isinstance(loaded.model, LlamaWeights)  # read from the files, not transformers
 
     class Row:
         def __init__(self, ids: list[int]) -> None:
             self.prompt_ids, self.output_ids = ids, []
             self.sampler = RowSampler(SamplingParams())
 
-    rows = [Row([5, 9, 33, 200, 7]), Row([11, 12, 13, 14, 15, 16, 17, 300, 301])]
-    runner = LlamaRunner(model, torch.device("cpu"))
-    for row, sample in zip(rows, runner.add(rows), strict=True):
-        row.output_ids.append(sample.token_id)
-    for _ in range(11):
-        for row, sample in zip(rows, runner.step(), strict=True):
+    for weights in (loaded.model, LlamaWeights.from_model(reference)):
+        rows = [Row([5, 9, 33, 200, 7]), Row([11, 12, 13, 14, 15, 16, 17, 300, 301])]
+        runner = LlamaRunner(weights, torch.device("cpu"))
+        for row, sample in zip(rows, runner.add(rows), strict=True):
             row.output_ids.append(sample.token_id)
-    for row in rows:
-        with torch.inference_mode():
-            out = model.generate(
-                torch.tensor([row.prompt_ids]),
-                max_new_tokens=12,
-                min_new_tokens=12,
-                do_sample=False,
-            )
-        assert row.output_ids == out[0, len(row.prompt_ids) :].tolist()
+        for _ in range(11):
+            for row, sample in zip(rows, runner.step(), strict=True):
+                row.output_ids.append(sample.token_id)
+        for row in rows:
+            assert row.output_ids == greedy_alone(reference, row.prompt_ids, 12)
 
 
 def test_unknown_random_model_name_is_refused():

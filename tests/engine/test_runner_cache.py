@@ -13,6 +13,8 @@ from streamhost.engine import SamplingParams
 from streamhost.engine.llama import GROWTH, LlamaRunner
 from streamhost.engine.sampling import RowSampler
 
+from .conftest import greedy_alone
+
 # Hundreds of decode steps, each checked against transformers' generate.
 pytestmark = pytest.mark.slow
 
@@ -25,22 +27,13 @@ class Row:
         self.budget = budget
 
 
-def alone(model, prompt_ids: list[int], n: int) -> list[int]:
-    with torch.inference_mode():
-        out = model.generate(
-            torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False
-        )
-    return out[0, len(prompt_ids) :].tolist()
-
-
-def test_rows_joining_and_leaving_decode_what_they_decode_alone(engine):
-    model = engine.model.model
+def test_rows_joining_and_leaving_decode_what_they_decode_alone(engine, reference):
     rng = random.Random(7)
 
     def row(prompt_len: int, budget: int) -> Row:
         return Row([rng.randrange(4, 640) for _ in range(prompt_len)], budget)
 
-    runner = LlamaRunner(model, torch.device("cpu"))
+    runner = LlamaRunner(engine.model.model, torch.device("cpu"))
     # One row lives past GROWTH columns; one joins with a prompt longer than the running
     # histories (the cache is laid out again); the rest come and go.
     arrivals = {0: [row(12, GROWTH + 40), row(3, 20)], 5: [row(30, 25)], 9: [row(120, 30)]}
@@ -74,4 +67,4 @@ def test_rows_joining_and_leaving_decode_what_they_decode_alone(engine):
     for r in everyone:
         if id(r) not in cancelled:
             assert len(r.output_ids) == r.budget
-        assert r.output_ids == alone(model, r.prompt_ids, len(r.output_ids))
+        assert r.output_ids == greedy_alone(reference, r.prompt_ids, len(r.output_ids))

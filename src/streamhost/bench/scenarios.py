@@ -142,10 +142,17 @@ def engine_limit(
     progress: Progress | None = None,
 ) -> Table:
     """Scenario 1: raw decode vs runner vs engine at each batch size."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     from streamhost.engine import Engine, EngineConfig
 
     engine = Engine.load(EngineConfig(model=model, max_batch_size=max(batches)))
-    mdl, device = engine.model.model, engine.model.device
+    device = engine.model.device
+    # The peer: transformers' own model of the same checkpoint, dtype and device (the
+    # engine's own weights may be read without transformers, engine/llama.py).
+    dtype = getattr(torch, engine.model.dtype)
+    mdl = AutoModelForCausalLM.from_pretrained(engine.model.path, dtype=dtype).to(device).eval()
     table = Table(
         "engine",
         f"Engine limit ({model} on {device}, {engine.model.dtype}; prompt {prompt_len}, "

@@ -161,6 +161,7 @@ class Engine:
         self.synthetic_delay = parse_synthetic(config.model)
         self.token_count: int | None = None  # rows of the embedding: valid ids are below
         self.load_error: str | None = None
+        self.load_stages: dict[str, float] = {}  # seconds per stage of load_model, if known
         self._scheduler: Scheduler | None = None
         self._active = 0
         self._ids = itertools.count(1)
@@ -174,6 +175,10 @@ class Engine:
         return engine
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin loading where that can overlap the caller's own start; :meth:`load_model`
+        finishes it. (Nothing to begin here; the engine process begins its own.)"""
 
     def load_model(self) -> None:
         """Load the model and start the scheduler thread (blocking; call off the loop)."""
@@ -191,7 +196,7 @@ class Engine:
             self.vocab = self.model.vocab
             self.tokenizer = self.model.tokenizer
             self.context_window = self.model.context_window
-            self.token_count = self.model.model.get_input_embeddings().num_embeddings
+            self.token_count = self.model.token_count
             runner = make_runner(self.model.model, self.model.device, self.config.fast_path)
             device_type = self.model.device.type
         self.config.resolve_limits(self.context_window, device_type)

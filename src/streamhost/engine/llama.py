@@ -7,33 +7,88 @@ instead), a joining request's prefilled keys go into the free slots after the ru
 and a finished request's slot is refilled by moving the last running row into it, so only
 that row's history is copied. The cache is reallocated only when the rows or columns do not
 fit (every ``GROWTH`` steps at most, dropping columns no row uses) and freed when the batch
-empties. Rotary embeddings come from the model's own module, so every rope variant the
-checkpoint uses is honoured. Other architectures use :mod:`runner`."""
+empties. Other architectures use :mod:`runner`.
+
+The weights come either from a transformers model (:meth:`LlamaWeights.from_model`, whose
+own rotary module honours every rope variant) or, for a checkpoint with the default rope,
+straight from its safetensors files (:func:`load_weights`): that skips importing
+transformers' model classes and building the module tree, which is most of a small model's
+start (the built-in models load in ~0.1 s this way, ~4 s through transformers here)."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from streamhost.engine.runner import TorchRunner, _penalised
+from streamhost.engine.runner import BatchRunner, _penalised
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 GROWTH = 256  # cache columns added at a time
 
 
 def supports(model) -> bool:
-    """True when :class:`LlamaRunner` can run ``model`` exactly."""
+    """True when :class:`LlamaRunner` can run the transformers model ``model`` exactly."""
     config = model.config
-    if getattr(config, "model_type", None) not in SUPPORTED:
-        return False
-    if getattr(config, "use_sliding_window", False) or (
-        config.model_type == "mistral" and getattr(config, "sliding_window", None)
-    ):
-        return False
-    if getattr(config, "hidden_act", "silu") != "silu":
+    if not _plain_layout(config.to_dict()):
         return False
     inner = getattr(model, "model", None)
     return inner is not None and hasattr(inner, "rotary_emb") and hasattr(model, "lm_head")
+
+
+def _plain_layout(config: dict) -> bool:
+    """A Llama-family layout this forward pass computes: full attention, SiLU."""
+    if config.get("model_type") not in SUPPORTED:
+        return False
+    if config.get("use_sliding_window") or (
+        config["model_type"] == "mistral" and config.get("sliding_window")
+    ):
+        return False
+    return config.get("hidden_act", "silu") == "silu"
+
+
+def _rope(config: dict) -> tuple[str, float]:
+    """The rope variant and base of a config (transformers 5's ``rope_parameters``, or the
+    ``rope_scaling``/``rope_theta`` of older configs)."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = params.get("rope_type") or params.get("type") or "default"
+    return kind, float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
+
+
+def loadable(path: Path, config: dict) -> bool:
+    """True when :func:`load_weights` can load the checkpoint in ``path`` on its own."""
+    return (
+        _plain_layout(config)
+        and _rope(config)[0] == "default"
+        and not config.get("quantization_config")
+        and bool(_weight_files(path))
+    )
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text("utf-8"))["weight_map"].values()))
+        return [path / name for name in names]
+    single = path / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+class _DefaultRope:
+    """The default rotary embedding, computed as transformers' ``LlamaRotaryEmbedding``."""
+
+    def __init__(self, head_dim: int, theta: float, device: torch.device) -> None:
+        steps = torch.arange(0, head_dim, 2, dtype=torch.int64).to(device, torch.float)
+        self.inv_freq = 1.0 / (theta ** (steps / head_dim))
+
+    def __call__(self, h: torch.Tensor, positions: torch.Tensor):
+        freqs = (self.inv_freq[None, :, None] @ positions[:, None, :].float()).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(h.dtype), emb.sin().to(h.dtype)
 
 
 class _Layer:
@@ -50,43 +105,108 @@ class _Layer:
         "qkv_bias",
     )
 
-    def __init__(self, layer, eps: float) -> None:
-        attn, mlp = layer.self_attn, layer.mlp
-        self.qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
+    def __init__(self, get, eps: float) -> None:
+        """``get(name)`` is the layer's tensor ``name`` (``self_attn.q_proj.weight``, ...) or
+        None where the checkpoint has none (biases)."""
+        self.qkv = torch.cat([get(f"self_attn.{p}_proj.weight") for p in "qkv"])
+        biases = [get(f"self_attn.{p}_proj.bias") for p in "qkv"]
         self.qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
-        self.o = attn.o_proj.weight
-        self.o_bias = attn.o_proj.bias
-        self.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-        self.down = mlp.down_proj.weight
-        self.inter = mlp.gate_proj.weight.shape[0]
-        self.norm1 = layer.input_layernorm.weight
-        self.norm2 = layer.post_attention_layernorm.weight
+        self.o = get("self_attn.o_proj.weight")
+        self.o_bias = get("self_attn.o_proj.bias")
+        gate = get("mlp.gate_proj.weight")
+        self.gate_up = torch.cat([gate, get("mlp.up_proj.weight")])
+        self.down = get("mlp.down_proj.weight")
+        self.inter = gate.shape[0]
+        self.norm1 = get("input_layernorm.weight")
+        self.norm2 = get("post_attention_layernorm.weight")
         self.eps = eps
 
 
-class LlamaRunner(TorchRunner):
+@dataclass
+class LlamaWeights:
+    """What the forward pass reads: the fused layers, embeddings, norm and head."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: list[_Layer]
+    embed: torch.Tensor
+    rotary: Any  # (hidden, positions) -> (cos, sin)
+    final_norm: torch.Tensor
+    final_eps: float
+    lm_head: torch.Tensor
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding: the valid token ids are below it."""
+        return self.embed.shape[0]
+
+    @classmethod
+    def from_tensors(cls, config: dict, tensors: dict, rotary: Any) -> LlamaWeights:
+        """From a checkpoint's tensors by their transformers names (``model.layers.0...``)."""
+        heads = config["num_attention_heads"]
+        eps = config.get("rms_norm_eps", 1e-6)
+        embed = tensors["model.embed_tokens.weight"]
+        layers = [
+            _Layer(lambda name, i=i: tensors.get(f"model.layers.{i}.{name}"), eps)
+            for i in range(config["num_hidden_layers"])
+        ]
+        return cls(
+            heads=heads,
+            kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            layers=layers,
+            embed=embed,
+            rotary=rotary,
+            final_norm=tensors["model.norm.weight"],
+            final_eps=eps,
+            lm_head=tensors.get("lm_head.weight", embed),  # tied when the file has none
+        )
+
+    @classmethod
+    def from_model(cls, model) -> LlamaWeights:
+        """From a loaded transformers model (any rope variant: its own module computes it)."""
+        with torch.no_grad():
+            tensors = {name: t.detach() for name, t in model.named_parameters()}
+            if "lm_head.weight" not in tensors:
+                tensors["lm_head.weight"] = model.lm_head.weight.detach()
+            return cls.from_tensors(model.config.to_dict(), tensors, model.model.rotary_emb)
+
+
+def load_weights(path: Path, config: dict, device: torch.device, dtype: torch.dtype):
+    """The checkpoint in ``path`` (see :func:`loadable`) on ``device`` in ``dtype``."""
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for file in _weight_files(path):
+        for name, tensor in load_file(file).items():
+            tensors[name] = tensor.to(device=device, dtype=dtype)
+    weights = LlamaWeights.from_tensors(config, tensors, None)
+    weights.rotary = _DefaultRope(weights.head_dim, _rope(config)[1], device)
+    return weights
+
+
+class LlamaRunner(BatchRunner):
     """The running batch with a preallocated, right-aligned KV cache per layer."""
 
-    def __init__(self, model, device: torch.device) -> None:
-        super().__init__(model, device)
-        config = model.config
-        self.heads = config.num_attention_heads
-        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        eps = getattr(config, "rms_norm_eps", 1e-6)
-        with torch.no_grad():
-            self.layers = [_Layer(layer, eps) for layer in model.model.layers]
-        self.embed = model.model.embed_tokens
-        self.rotary = model.model.rotary_emb
-        self.final_norm = model.model.norm.weight
-        self.final_eps = getattr(model.model.norm, "variance_epsilon", eps)
-        self.lm_head = model.lm_head.weight
+    def __init__(self, weights: LlamaWeights, device: torch.device) -> None:
+        super().__init__(device)
+        self.heads = weights.heads
+        self.kv_heads = weights.kv_heads
+        self.head_dim = weights.head_dim
+        self.layers = weights.layers
+        self.embed = weights.embed
+        self.rotary = weights.rotary
+        self.final_norm = weights.final_norm
+        self.final_eps = weights.final_eps
+        self.lm_head = weights.lm_head
         # Per layer [row slots, kv heads, columns, head dim]: the running rows are slots
         # [0, len(rows)); their histories end at column `_length` (right-aligned) and start no
         # earlier than `_start`. `_mask` is [row slots, columns]: True for real tokens.
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
+        self._mask: torch.Tensor | None = None
+        self._positions: torch.Tensor | None = None
         self._start = 0
         self._length = 0
 
@@ -95,7 +215,7 @@ class LlamaRunner(TorchRunner):
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, attend, store) -> torch.Tensor:
         """Hidden states -> logits of the last position; ``attend``/``store`` handle the cache."""
         batch, seq = ids.shape
-        h = self.embed(ids)
+        h = F.embedding(ids, self.embed)
         cos, sin = self.rotary(h, positions)
         cos, sin = cos[:, None], sin[:, None]
         half = self.head_dim // 2
@@ -258,6 +378,7 @@ class LlamaRunner(TorchRunner):
         """Forget the whole batch."""
         super().reset()
         self._keys, self._values, self._start, self._length = [], [], 0, 0
+        self._mask = self._positions = None
 
     # -- decoding ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class LoadedModel:
     device: Any
     dtype: str
     context_window: int
+    token_count: int  # rows of the embedding: valid ids are below
     sha: str | None = None
 
     @property
@@ -175,26 +177,39 @@ def pick_dtype(requested: str, device, config_dtype: Any):
 
 
 def load_model(config: EngineConfig) -> LoadedModel:
-    """Load the model and tokenizer named in ``config`` onto its device."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Load the model and tokenizer named in ``config`` onto its device: a Llama-family
+    checkpoint with the default rope straight from its safetensors (:mod:`llama`), any other
+    through transformers."""
+    from safetensors import SafetensorError
+
+    from streamhost.engine import llama
+    from streamhost.engine.tokenizer import load_tokenizer
 
     path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
     try:
-        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        model_config = _read_json(path / "config.json")
+        tokenizer = load_tokenizer(path, config.trust_remote_code)
         device = pick_device(config.device)
-        dtype = pick_dtype(config.dtype, device, getattr(hf_config, "dtype", None))
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        detail = " ".join(str(exc).split())  # one line, whatever transformers wrote
+        config_dtype = model_config.get("dtype") or model_config.get("torch_dtype")
+        dtype = pick_dtype(config.dtype, device, config_dtype)
+        if config.fast_path and not config.trust_remote_code and llama.loadable(path, model_config):
+            model: Any = llama.load_weights(path, model_config, device, dtype)
+            token_count = model.vocab_size
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, trust_remote_code=config.trust_remote_code
+            )
+            model.to(device).eval()
+            token_count = model.get_input_embeddings().num_embeddings
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        detail = " ".join(str(exc).split())  # one line, whatever the library wrote
         raise ModelLoadError(f"cannot load {config.model} from {path}: {detail}") from None
-    model.to(device).eval()
-    eos = _eos_ids(model, tokenizer)
+    eos = _eos_ids(path, model_config, tokenizer)
     special = frozenset(tokenizer.all_special_ids) | eos
     context = int(
-        getattr(hf_config, "max_position_embeddings", 0)
+        model_config.get("max_position_embeddings")
         or min(getattr(tokenizer, "model_max_length", 2048), 1 << 20)
     )
     log.info("loaded %s on %s (%s), context %d", config.model, device, dtype, context)
@@ -207,14 +222,20 @@ def load_model(config: EngineConfig) -> LoadedModel:
         device=device,
         dtype=str(dtype).removeprefix("torch."),
         context_window=context,
+        token_count=token_count,
         sha=_commit_of(path),
     )
 
 
-def _eos_ids(model, tokenizer) -> frozenset[int]:
+def _read_json(file: Path) -> dict:
+    return json.loads(file.read_text("utf-8")) if file.is_file() else {}
+
+
+def _eos_ids(path: Path, model_config: dict, tokenizer) -> frozenset[int]:
+    """End-of-sequence ids: the generation config's, the model config's and the tokenizer's."""
     ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
+    for source in (_read_json(path / "generation_config.json"), model_config):
+        value = source.get("eos_token_id")
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, (list, tuple)):

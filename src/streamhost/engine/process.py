@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from streamhost.engine.config import EngineConfig
@@ -134,28 +135,53 @@ def _final(seq: Sequence) -> TokenEvent:
 class ProcessEngine(Engine):
     """An engine whose model and scheduler run in a child process."""
 
-    def load_model(self) -> None:
-        """Resolve the model here (downloads show progress in this process), load it there."""
-        from transformers import AutoTokenizer
+    _child: tuple[Any, multiprocessing.Process, Any, float] | None = None
 
-        from streamhost.engine.loader import ModelLoadError, Vocab, resolve_model_path
+    def start(self) -> None:
+        """Start the engine process now when the model is on this machine (built in, or a
+        folder): its imports and model load, most of a model server's start, then overlap
+        the server's own. A model still to download starts in :meth:`load_model`, on the
+        loader thread, where the download's progress is reported."""
+        from streamhost.engine.tiny import built_in_names
+
+        model = self.config.model
+        if self._child is None and (model in built_in_names() or Path(model).is_dir()):
+            try:
+                self._start_child()
+            except Exception:  # a folder that is no model: load_model says why, on /ping
+                self._child = None
+
+    def _start_child(self) -> None:
+        from streamhost.engine.loader import resolve_model_path
 
         config = self.config
         path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
-        # The child starts first: its imports and model load (seconds, most of a model
-        # server's start) run while this process loads its own tokenizer.
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         child_config = replace(config, model=str(path))
         process = context.Process(
             target=engine_main, args=(child, child_config), name="streamhost-engine", daemon=True
         )
+        spawned = time.time()
         process.start()
         child.close()
+        self._child = (parent, process, path, spawned)
+
+    def load_model(self) -> None:
+        """Resolve the model here (downloads show progress in this process), load it there."""
+        from streamhost.engine.loader import ModelLoadError, Vocab
+        from streamhost.engine.tokenizer import load_tokenizer
+
+        config = self.config
+        # The child starts first: its imports and model load (seconds, most of a model
+        # server's start) run while this process loads its own tokenizer.
+        if self._child is None:
+            self._start_child()
+        assert self._child is not None
+        parent, process, path, spawned = self._child
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                path, trust_remote_code=config.trust_remote_code
-            )
+            self.tokenizer = load_tokenizer(path, config.trust_remote_code)
+            tokenizer_s = time.time() - spawned
         except BaseException:
             process.kill()
             process.join(10)
@@ -165,6 +191,13 @@ class ProcessEngine(Engine):
             process.join(10)
             raise ModelLoadError(message[1])
         _, info = message
+        started, imported, loaded = info["times"]
+        self.load_stages = {
+            "engine process start": started - spawned,
+            "its imports": imported - started,
+            "model load": loaded - imported,
+            "tokenizer": tokenizer_s,  # here, meanwhile
+        }
         self.model = _ModelInfo(**info)
         self.vocab = Vocab(self.tokenizer, info["eos_ids"], info["special_ids"])
         self.context_window = info["context_window"]
@@ -208,6 +241,7 @@ def _thread_locked_progress_bars() -> None:
 
 def engine_main(conn: Any, config: EngineConfig) -> None:
     """The child process: load the model, run the scheduler, talk over ``conn``."""
+    started = time.time()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -220,6 +254,7 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
     from streamhost.engine.sampling import RowSampler
     from streamhost.engine.scheduler import Scheduler
 
+    imported = time.time()
     try:
         loaded = load_model(config)
         if loaded.device.type == "cpu":
@@ -260,12 +295,13 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
                 "device": str(loaded.device),
                 "sha": loaded.sha,
                 "context_window": loaded.context_window,
-                "token_count": loaded.model.get_input_embeddings().num_embeddings,
+                "token_count": loaded.token_count,
                 "max_input_tokens": config.max_input_tokens,
                 "max_total_tokens": config.max_total_tokens,
                 "max_batch_prefill_tokens": config.max_batch_prefill_tokens,
                 "eos_ids": loaded.vocab.eos_ids,
                 "special_ids": loaded.vocab.special_ids,
+                "times": (started, imported, time.time()),
             },
         )
     )

@@ -25,23 +25,44 @@ class RunnerRow:
     sampler: RowSampler
 
 
-class TorchRunner:
-    """Runs prefill and decode steps of a transformers causal LM over the running batch."""
+class BatchRunner:
+    """What every runner shares: the running rows, in order, and the choice of their tokens."""
 
-    def __init__(self, model, device: torch.device) -> None:
-        self.model = model
-        # transformers 5.24 renamed ``past_key_values`` to ``cache``; older ones lack it.
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.rows: list = []
-        self._cache = None
-        self._mask: torch.Tensor | None = None  # [batch, cache_len], 1 for real tokens
-        self._positions: torch.Tensor | None = None  # [batch], next position id per row
         self._needs_history = False
         # True when some row has left padding; without any, the model may take its
         # mask-free (causal) attention path, as a bare decode loop does.
         self._padded = False
+
+    def reset(self) -> None:
+        """Forget the whole batch (after an error, or when it empties)."""
+        self.rows = []
+        self._needs_history = self._padded = False
+
+    def _select(self, logits: torch.Tensor, rows: list, penalised: bool) -> list[Sample]:
+        samplers = [r.sampler for r in rows]
+        # Token histories are built only when some row needs them for a penalty.
+        if penalised:
+            history = [r.prompt_ids + r.output_ids for r in rows]
+            outputs = [r.output_ids for r in rows]
+            return select_tokens(logits, samplers, history, outputs)
+        return select_tokens(logits, samplers)
+
+
+class TorchRunner(BatchRunner):
+    """Runs prefill and decode steps of a transformers causal LM over the running batch."""
+
+    def __init__(self, model, device: torch.device) -> None:
+        super().__init__(device)
+        self.model = model
+        # transformers 5.24 renamed ``past_key_values`` to ``cache``; older ones lack it.
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache = None
+        self._mask: torch.Tensor | None = None  # [batch, cache_len], 1 for real tokens
+        self._positions: torch.Tensor | None = None  # [batch], next position id per row
 
     # -- batch composition -------------------------------------------------------------
 
@@ -137,9 +158,8 @@ class TorchRunner:
 
     def reset(self) -> None:
         """Forget the whole batch (after an error, or when it empties)."""
-        self.rows = []
+        super().reset()
         self._cache = self._mask = self._positions = None
-        self._needs_history = self._padded = False
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -161,23 +181,16 @@ class TorchRunner:
         self._positions = self._positions + 1
         return self._select(out.logits[:, -1, :], self.rows, self._needs_history)
 
-    def _select(self, logits: torch.Tensor, rows: list, penalised: bool) -> list[Sample]:
-        samplers = [r.sampler for r in rows]
-        # Token histories are built only when some row needs them for a penalty.
-        if penalised:
-            history = [r.prompt_ids + r.output_ids for r in rows]
-            outputs = [r.output_ids for r in rows]
-            return select_tokens(logits, samplers, history, outputs)
-        return select_tokens(logits, samplers)
 
+def make_runner(model, device: torch.device, fast_path: bool = True) -> BatchRunner:
+    """The runner for ``model`` (transformers' model, or :class:`llama.LlamaWeights`): the lean
+    Llama-family path where it applies."""
+    from streamhost.engine import llama
 
-def make_runner(model, device: torch.device, fast_path: bool = True) -> TorchRunner:
-    """The runner for ``model``: the lean Llama-family path where it applies."""
-    if fast_path:
-        from streamhost.engine import llama
-
-        if llama.supports(model):
-            return llama.LlamaRunner(model, device)
+    if isinstance(model, llama.LlamaWeights):
+        return llama.LlamaRunner(model, device)
+    if fast_path and llama.supports(model):
+        return llama.LlamaRunner(llama.LlamaWeights.from_model(model), device)
     return TorchRunner(model, device)
 
 

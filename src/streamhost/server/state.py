@@ -34,7 +34,7 @@ class ModelServer:
 
     def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.engine = engine or _make_engine(config)
+        self.engine = engine or make_engine(config)
         self.custom = None
         self.sessions = SessionStore(config.session_ttl)
         self.stats = RequestStats()
@@ -61,7 +61,12 @@ class ModelServer:
             if self.config.engine.model:
                 self.engine.load_model()
             self.state = "ready"
-            log.info("model ready in %.1f s", time.perf_counter() - started)
+            stages = ", ".join(f"{k} {v:.2f} s" for k, v in self.engine.load_stages.items())
+            log.info(
+                "model ready in %.1f s%s",
+                time.perf_counter() - started,
+                f" ({stages})" if stages else "",
+            )
         except Exception as exc:  # any load failure is reported by /ping, not raised
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
@@ -139,7 +144,8 @@ def raise_if_failed(last: TokenEvent) -> None:
         raise HTTPError(424, f"Request failed during generation: {last.error}", "generation")
 
 
-def _make_engine(config: ServerConfig) -> Engine:
+def make_engine(config: ServerConfig) -> Engine:
+    """The engine ``config`` asks for: in its own process, unless synthetic or disabled."""
     model = config.engine.model
     if config.engine_process and model and not model.startswith("synthetic:"):
         from streamhost.engine.process import ProcessEngine
