@@ -6,6 +6,12 @@ session-wide server (the UI tests' gateway, the model servers' `tgi_server`) are
 each, so that server starts once. Each worker runs torch on one thread: two workers on two
 cores, not four threads fighting over them (model-server processes started by the tests
 choose their own threads, as in production).
+
+Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (as on CI machines): pytest
+then keeps each test module's rewritten bytecode, and the second worker and later runs
+import it instead of rewriting ~80 modules again (collection 15 s -> 9 s of CPU here).
+schemathesis is used as a library (tests/reliability), not as a pytest plugin: its plugin
+is left unloaded (`-p no:schemathesis` in pyproject.toml), 1.3 s of every worker's start.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+
+sys.dont_write_bytecode = False
 
 CHEAP = {"tiny_dir"}  # session fixtures too cheap to keep their tests on one worker
 

@@ -194,9 +194,8 @@ class GatewayThread(ServerThread):
 
     def __init__(self, state_dir: Path, **overrides: Any) -> None:
         from streamhost.gateway.app import create_gateway_app, server_config
-        from streamhost.gateway.settings import GatewaySettings
+        from streamhost.gateway.settings import GatewaySettings, sqlite_url
         from streamhost.gateway.sigv4 import CredentialStore
-        from streamhost.gateway.store import sqlite_url
 
         values: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -226,13 +225,14 @@ class GatewayThread(ServerThread):
 
 @contextlib.contextmanager
 def running_gateway(state_dir: Path, **overrides: Any) -> Iterator[GatewayThread]:
-    """A started `GatewayThread`; on leaving, it stops and no model server may be left."""
+    """A started `GatewayThread`; on leaving, it stops and none of its model servers may be
+    left (those of another gateway, a module's shared one, are that one's to check)."""
     live = GatewayThread(state_dir, **overrides).start()
     try:
         yield live
     finally:
         live.stop()
-        assert_no_model_servers()
+        assert_no_model_servers(state_dir)
 
 
 class GatewayProcess:

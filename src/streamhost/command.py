@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable
 
 from streamhost.endpoints.clients import GATEWAY_URL_ENV, default_gateway_url
-from streamhost.endpoints.errors import describe_error
 
 __all__ = ["CommandError", "gateway_command", "gateway_option"]
 
@@ -51,6 +50,8 @@ def gateway_command(
             print(f"streamhost {name}: interrupted", file=sys.stderr)
             return 130
         except Exception as error:
+            from streamhost.endpoints.errors import describe_error
+
             endpoint = getattr(args, "name", None)
             message = describe_error(error, gateway_url, endpoint)
             print(f"streamhost {name}: {message}", file=sys.stderr)

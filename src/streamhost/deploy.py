@@ -343,3 +343,57 @@ def _delete_resources(sm: Any, info: EndpointInfo, data_dir: Path | None) -> Non
         archive = Path(info.model_data_url.removeprefix("file://"))
         if archive.parent.resolve() == ours:
             archive.unlink(missing_ok=True)
+
+
+def ensure_endpoint(sm: Any, spec: DeploySpec, console: Console) -> tuple[str, DeploySpec]:
+    """Make endpoint ``spec.name`` serve ``spec``'s model: reuse, wait for, deploy, or switch
+    it blue/green; what happened, and what it serves (its old model if the switch failed)."""
+    try:
+        info = describe_endpoint(sm, spec.name)
+    except Exception as error:
+        if error_code(error) not in ("ValidationException", "ValidationError", "ResourceNotFound"):
+            raise
+        info = None
+    if info is not None:
+        if info.status in ("Creating", "Updating", "SystemUpdating"):
+            try:
+                info = wait_for_endpoint(sm, spec.name, console=console)
+            except CommandError:
+                info = describe_endpoint(sm, spec.name)  # failed: replaced below
+        if info.status == IN_SERVICE:
+            if info.model_id == model_reference(spec.model) and info.api == spec.api:
+                return "reused", spec
+            return _switch(sm, spec, info, console)
+        # Nothing serves, so nothing is lost by starting afresh.
+        console.print(f"Replacing endpoint {spec.name}: it is {info.status}.")
+        delete_endpoint(sm, spec.name)
+    console.print(
+        f"Deploying endpoint {spec.name}: {spec.model} behind the {spec.api.upper()} API."
+    )
+    deploy(sm, spec, wait=True, console=console)
+    return "deployed", spec
+
+
+def _switch(
+    sm: Any, spec: DeploySpec, serving: EndpointInfo, console: Console
+) -> tuple[str, DeploySpec]:
+    """Move endpoint ``spec.name`` from what it serves to ``spec``'s model blue/green; if the
+    new model fails, say why in one line and keep the old one."""
+    old = DeploySpec(name=spec.name, model=serving.model_id or "?", api=serving.api)
+    console.print(
+        f"Starting {spec.model} ({spec.api.upper()} API) beside {old.model} on endpoint "
+        f"{spec.name}; {old.model} serves until the new model is healthy."
+    )
+    try:
+        switch_model(sm, spec, console=console)
+    except CommandError as error:
+        console.print(
+            f"streamhost up: endpoint {spec.name} keeps serving {old.model}: {spec.model} did "
+            f"not come up: {error}; {logs_hint(spec.name)}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return "kept", old
+    return "switched", spec

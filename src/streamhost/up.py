@@ -1,8 +1,9 @@
 """``streamhost up``: the whole product in one command.
 
-It makes a key pair on first run (``~/.config/streamhost/credentials``), starts the gateway,
-deploys endpoint ``default`` on the chosen model unless it is already there, starts the
-chat UI, and prints how to reach all of it from boto3. One ``up`` per state: a second one
+It makes a key pair on first run (``~/.config/streamhost/credentials``), starts the gateway
+and the chat UI at once, deploys endpoint ``default`` on the chosen model unless it is
+already there (the gateway brings ``default`` back first, the other endpoints of the state
+after it), and prints how to reach all of it from boto3. One ``up`` per state: a second one
 refuses, naming the first (the gateway's state lock records it). A ``default`` that
 serves another model is switched blue/green: the new model starts beside it and takes
 over once healthy; if it never is, ``default`` keeps serving the old one. Ctrl-C or SIGTERM stops everything
@@ -28,25 +29,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from botocore.config import Config
 from rich.console import Console
 
-from streamhost.client import credentials_file, load_credentials, sagemaker_client
+# Only what starting the gateway and the UI needs is imported here; boto3's side (deploying
+# `default`, describing failures) is imported once they are started, so that they start
+# ~0.4 s sooner.
+from streamhost.client import credentials_file, load_credentials
 from streamhost.command import CommandError
-from streamhost.deploy import (
-    DeploySpec,
-    delete_endpoint,
-    deploy,
-    model_reference,
-    switch_model,
-    wait_for_endpoint,
-)
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV, REGION
-from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
-from streamhost.endpoints.errors import describe_error, error_code, log_cause, logs_hint, one_line
 from streamhost.processes import (
     Stop,
     exit_with_parent,
@@ -56,6 +49,9 @@ from streamhost.processes import (
     stop_signals,
 )
 from streamhost.ui.launch import streamlit_command
+
+if TYPE_CHECKING:
+    from streamhost.deploy import DeploySpec
 
 __all__ = ["add_up_command", "ensure_credentials", "main", "run_up"]
 
@@ -206,6 +202,8 @@ def _exited(child: _Child) -> str:
     """One line: how ``child`` ended, the failure its log states last (if any), its log."""
     lines = _tail(child.log).splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(_START_BANNER)]
+    from streamhost.endpoints.errors import log_cause, one_line
+
     cause = log_cause(lines[starts[-1] + 1 :] if starts else lines)  # this run's lines only
     because = f": {one_line(cause)}" if cause else ""
     return (
@@ -219,60 +217,6 @@ def _stop(child: _Child, timeout: float, hurry: Callable[[], bool]) -> None:
     child.remember_descendants()
     stop_process(child.alive, child.signal, timeout, hurry=hurry)
     stop_leftovers(child.descendants, _LEFTOVER_STOP_TIMEOUT)
-
-
-def _endpoint_ready(sm: Any, spec: DeploySpec, console: Console) -> tuple[str, DeploySpec]:
-    """Make endpoint ``default`` serve ``spec``'s model: reuse, wait for, deploy, or switch
-    it blue/green; what happened, and what it serves (its old model if the switch failed)."""
-    try:
-        info = describe_endpoint(sm, spec.name)
-    except Exception as error:
-        if error_code(error) not in ("ValidationException", "ValidationError", "ResourceNotFound"):
-            raise
-        info = None
-    if info is not None:
-        if info.status in ("Creating", "Updating", "SystemUpdating"):
-            try:
-                info = wait_for_endpoint(sm, spec.name, console=console)
-            except CommandError:
-                info = describe_endpoint(sm, spec.name)  # failed: replaced below
-        if info.status == IN_SERVICE:
-            if info.model_id == model_reference(spec.model) and info.api == spec.api:
-                return "reused", spec
-            return _switch(sm, spec, info, console)
-        # Nothing serves, so nothing is lost by starting afresh.
-        console.print(f"Replacing endpoint {spec.name}: it is {info.status}.")
-        delete_endpoint(sm, spec.name)
-    console.print(
-        f"Deploying endpoint {spec.name}: {spec.model} behind the {spec.api.upper()} API."
-    )
-    deploy(sm, spec, wait=True, console=console)
-    return "deployed", spec
-
-
-def _switch(
-    sm: Any, spec: DeploySpec, serving: EndpointInfo, console: Console
-) -> tuple[str, DeploySpec]:
-    """Move endpoint ``spec.name`` from what it serves to ``spec``'s model blue/green; if the
-    new model fails, say why in one line and keep the old one."""
-    old = DeploySpec(name=spec.name, model=serving.model_id or "?", api=serving.api)
-    console.print(
-        f"Starting {spec.model} ({spec.api.upper()} API) beside {old.model} on endpoint "
-        f"{spec.name}; {old.model} serves until the new model is healthy."
-    )
-    try:
-        switch_model(sm, spec, console=console)
-    except CommandError as error:
-        console.print(
-            f"streamhost up: endpoint {spec.name} keeps serving {old.model}: {spec.model} did "
-            f"not come up: {error}; {logs_hint(spec.name)}",
-            style="red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        return "kept", old
-    return "switched", spec
 
 
 def _banner(
@@ -354,6 +298,8 @@ def run_up(
         except CommandError as error:
             say(f"streamhost up: {error}", style="red")
         except Exception as error:
+            from streamhost.endpoints.errors import describe_error
+
             say(f"streamhost up: {describe_error(error, gateway_url)}", style="red")
         finally:
             if not received:
@@ -405,6 +351,11 @@ def _serve(
     command = _gateway_command(port, credentials, state, ui_url)
     with console.status(f"Starting the gateway on {gateway_url}"):
         gateway = _start("gateway", command, logs / "up-gateway.log", env, children)
+        ui = None
+        if ui_url is not None:  # at once: it is ready by the time `default` is
+            ui_env = {**env, GATEWAY_URL_ENV: gateway_url, ENDPOINT_ENV: DEFAULT_ENDPOINT}
+            ui_command = streamlit_command(ui_port, HOST)
+            ui = _start("chat UI", ui_command, logs / "up-ui.log", ui_env, children)
         try:
             _wait_ready(gateway, f"{gateway_url}/ping", _GATEWAY_START_TIMEOUT)
         except CommandError:
@@ -412,22 +363,23 @@ def _serve(
                 _check_state_free(state)  # another `up` took the state first: name it
             raise
     console.print(f"Gateway on {gateway_url} (log {gateway.log}).")
+    from botocore.config import Config
+
+    from streamhost.client import sagemaker_client
+    from streamhost.deploy import DeploySpec, ensure_endpoint
+
     sm = sagemaker_client(
         gateway_url,
         region=REGION,
         credentials=keys,
         config=Config(connect_timeout=3, read_timeout=60, retries={"total_max_attempts": 2}),
     )
-    outcome, spec = _endpoint_ready(
+    outcome, spec = ensure_endpoint(
         sm, DeploySpec(name=DEFAULT_ENDPOINT, model=model, api=api), console
     )
     console.print(f"Endpoint {spec.name} is InService ({outcome}).")
-    if ui_url is not None:
-        ui_env = {**env, GATEWAY_URL_ENV: gateway_url, ENDPOINT_ENV: spec.name}
+    if ui is not None:
         with console.status(f"Starting the chat UI on {ui_url}"):
-            ui = _start(
-                "chat UI", streamlit_command(ui_port, HOST), logs / "up-ui.log", ui_env, children
-            )
             _wait_ready(ui, f"{ui_url}/_stcore/health", _UI_START_TIMEOUT)
     # Plain print: no wrapping or markup, so every line copies and pastes as it is.
     print(_banner(gateway_url, ui_url, keys, spec, credentials, logs), flush=True)
@@ -445,7 +397,9 @@ def _gateway_command(
     command = [sys.executable, "-m", "streamhost.cli", "gateway", "--host", HOST]
     command += ["--port", str(port), "--credentials", str(credentials)]
     # Recorded in the state lock, so that a second `up` can say which one runs.
-    command += ["--up-pid", str(os.getpid())] + (["--ui-url", ui_url] if ui_url else [])
+    command += ["--first-endpoint", DEFAULT_ENDPOINT, "--up-pid", str(os.getpid())] + (
+        ["--ui-url", ui_url] if ui_url else []
+    )
     return command + (["--state", state] if state else [])
 
 

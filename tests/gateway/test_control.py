@@ -23,7 +23,8 @@ from streamhost.gateway.control import OPERATIONS, ControlPlane
 from streamhost.gateway.control_app import control_routes
 from streamhost.gateway.errors import AwsError
 from streamhost.gateway.lifecycle import DeployFailed, EndpointDeployer
-from streamhost.gateway.store import Store, sqlite_url
+from streamhost.gateway.settings import sqlite_url
+from streamhost.gateway.store import Store
 from streamhost.gateway.validation import sagemaker_model, validate_shape
 from tests.harness import ServerThread
 

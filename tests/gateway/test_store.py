@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from streamhost.gateway.settings import sqlite_url
 from streamhost.gateway.store import (
     AlreadyExists,
     EndpointRecord,
@@ -15,7 +16,6 @@ from streamhost.gateway.store import (
     ListQuery,
     ModelRecord,
     Store,
-    sqlite_url,
 )
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012"

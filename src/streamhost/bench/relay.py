@@ -46,7 +46,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from streamhost.bench.scenarios import Table
-from streamhost.gateway.store import Store, sqlite_url
+from streamhost.gateway.settings import sqlite_url
+from streamhost.gateway.store import Store
 from streamhost.ports import free_port
 
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDBENCHMARK", "benchmark-secret", "us-east-1"

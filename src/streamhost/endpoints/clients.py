@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.config import Config
-
 from streamhost.client import runtime_client, sagemaker_client
 
 __all__ = [
@@ -32,10 +30,17 @@ GATEWAY_URL_ENV = "STREAMHOST_GATEWAY_URL"
 ENDPOINT_ENV = "STREAMHOST_ENDPOINT"
 REGION = "us-east-1"
 
-# A gateway that is down should say so at once, not after botocore's backoff; a model
-# may think for a while before its first token, bounded by the gateway's own idle limit.
-_CONTROL_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"total_max_attempts": 2})
-_RUNTIME_CONFIG = Config(connect_timeout=3, read_timeout=120, retries={"total_max_attempts": 1})
+
+def _config(read_timeout: float, attempts: int) -> Any:
+    """A gateway that is down should say so at once, not after botocore's backoff; a model
+    may think for a while before its first token, bounded by the gateway's own idle limit.
+    (botocore is imported here, when a client is made: `streamhost up` imports this module
+    before it starts the gateway.)"""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=3, read_timeout=read_timeout, retries={"total_max_attempts": attempts}
+    )
 
 
 def default_gateway_url(environ: Mapping[str, str] | None = None) -> str:
@@ -47,7 +52,7 @@ def default_gateway_url(environ: Mapping[str, str] | None = None) -> str:
 def control_client(gateway_url: str, credentials: Mapping[str, str] | None = None) -> Any:
     """A boto3 ``sagemaker`` client for the gateway (fails fast when it is down)."""
     return sagemaker_client(
-        gateway_url, region=REGION, credentials=credentials, config=_CONTROL_CONFIG
+        gateway_url, region=REGION, credentials=credentials, config=_config(30, 2)
     )
 
 
@@ -55,5 +60,5 @@ def invocation_client(gateway_url: str, credentials: Mapping[str, str] | None = 
     """A boto3 ``sagemaker-runtime`` client for the gateway, without retries: a retried
     invocation would run the model twice."""
     return runtime_client(
-        gateway_url, region=REGION, credentials=credentials, config=_RUNTIME_CONFIG
+        gateway_url, region=REGION, credentials=credentials, config=_config(120, 1)
     )

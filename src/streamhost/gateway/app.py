@@ -160,7 +160,7 @@ class GatewayApp:
         await self.runtime.start()
         self.provisioner.start()
         await self.provisioner.reap_unrecorded()
-        restored = await self.control.restore()
+        restored = await self.control.restore(first=settings.first_endpoint)
         await self.provisioner.reap_orphans(keep=restored)
         log.info(
             "gateway ready on %s (auth %s, state %s); restoring %d endpoint(s)",

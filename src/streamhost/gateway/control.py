@@ -126,23 +126,33 @@ class ControlPlane:
 
     # -- lifecycle of the control plane itself --------------------------------------------
 
-    async def restore(self) -> list[str]:
+    async def restore(self, first: str | None = None) -> list[str]:
         """Bring back, in the background, every endpoint a previous gateway left running.
 
         InService endpoints are redeployed (reported as SystemUpdating meanwhile);
-        Creating and Updating ones resume; Deleting ones finish. Returns their names.
+        Creating and Updating ones resume; Deleting ones finish. Endpoint ``first``, when
+        there is one to restore, comes back before the others: their work starts once its
+        own has ended, so that they do not compete with it for the machine. Returns their
+        names.
         """
         records = await self._db(self.store.endpoints_with_status, _RESTORABLE)
-        restored = []
+        key = first.lower() if first else None
+        records.sort(key=lambda record: record.name.lower() != key)  # stable: `first` first
+        restored: list[str] = []
+        gate: asyncio.Task[None] | None = None
+
+        def start(name: str, work: Coroutine[Any, Any, None]) -> None:
+            self._start(name, work if gate is None else _after(gate, work))
+
         for record in records:
             if record.name.lower() in self._tasks:
                 continue
             if record.status == Status.DELETING:
-                self._start(record.name, self._run_delete(record.name))
+                start(record.name, self._run_delete(record.name))
             elif record.status == Status.CREATING:
-                self._start(record.name, self._run_create(record.name))
+                start(record.name, self._run_create(record.name))
             elif record.status == Status.UPDATING:
-                self._start(record.name, self._run_restore_update(record.name))
+                start(record.name, self._run_restore_update(record.name))
             else:
                 moved = await self._db(
                     functools.partial(
@@ -154,8 +164,10 @@ class ControlPlane:
                 )
                 if moved is None:
                     continue
-                self._start(record.name, self._run_restore(record.name))
+                start(record.name, self._run_restore(record.name))
             restored.append(record.name)
+            if record.name.lower() == key:
+                gate = self._tasks[key]
         return restored
 
     async def wait_idle(self) -> None:
@@ -773,3 +785,13 @@ def _decode_offset(token: str | None) -> int:
     if len(parts) != 1 or type(parts[0]) is not int or parts[0] < 0:
         raise errors.invalid_pagination_token()
     return parts[0]
+
+
+async def _after(gate: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` once ``gate`` has ended, however it ended."""
+    try:
+        await asyncio.wait({gate})
+    except BaseException:
+        work.close()  # never started: no "never awaited" warning
+        raise
+    await work

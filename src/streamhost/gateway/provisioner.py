@@ -620,7 +620,7 @@ class LocalProcessProvisioner:
                     f"{timeout:g}. {self._tail(managed)}"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, 0.2)  # a start is seen within 0.2 s of its end
 
     def _tail(self, managed: _ManagedInstance) -> str:
         lines = _tail_lines(managed.log_path, self.settings.log_tail_lines)

@@ -63,10 +63,10 @@ from .router import (
     UnknownVariant,
     parse_session_header,
 )
+from .settings import MAX_PAYLOAD_BYTES
 from .upstream import ConnectFailed, UpstreamBroken, UpstreamPool, UpstreamResponse
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
     "RuntimePlane",
     "RuntimeSettings",
     "parse_runtime_path",
@@ -77,8 +77,6 @@ log = logging.getLogger(__name__)
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# botocore `sagemaker-runtime` shape BodyBlob: the request body limit of both operations.
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 INVOKE = "invocations"
 STREAM = "invocations-response-stream"
 SECRET_HEADER = "x-streamhost-instance-secret"

@@ -16,26 +16,28 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+if TYPE_CHECKING:
+    from .sigv4 import CredentialStore
 
-from .runtime import MAX_PAYLOAD_BYTES
-from .sigv4 import (
-    BotocoreUnsupported,
-    CredentialConflict,
-    CredentialsFileError,
-    CredentialStore,
-)
-from .store import sqlite_url
+# This module imports no other part of the gateway, nor SQLAlchemy or botocore, unless asked
+# for a database URL or credentials: `streamhost up` reads where the state lives from here
+# before it starts the gateway, and each import would delay that start.
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "GatewaySettings",
     "SettingsError",
     "build_settings",
     "default_state_dir",
     "is_loopback",
+    "sqlite_url",
     "state_dir_for",
 ]
+
+# botocore `sagemaker-runtime` shape BodyBlob: the request body limit of both operations.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
 class SettingsError(Exception):
@@ -61,6 +63,8 @@ class GatewaySettings:
     request_timeout: float = 60.0  # for a client to send a request whole
     max_payload: int = MAX_PAYLOAD_BYTES
     keep_instances: bool = False  # leave instances running at exit, for the next gateway
+    # Restored before the others at start (they wait for it, not competing for the cores).
+    first_endpoint: str | None = None
     # The environment instances inherit (the gateway's own, captured once), and the
     # Python that runs them (another virtualenv's, e.g. one with a CUDA build of torch).
     instance_environment: Mapping[str, str] = field(default_factory=dict)
@@ -99,6 +103,8 @@ def state_dir_for(state: str | None, environ: Mapping[str, str]) -> tuple[str, P
     if "://" not in state:
         path = Path(state).expanduser()
         return sqlite_url(path), path.resolve().parent
+    import sqlalchemy as sa
+
     try:
         url = sa.make_url(state)
     except sa.exc.ArgumentError:
@@ -135,6 +141,7 @@ def build_settings(
     idle_timeout: float = 60.0,
     request_timeout: float = 60.0,
     keep_instances: bool = False,
+    first_endpoint: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -186,11 +193,24 @@ def build_settings(
         idle_timeout=idle_timeout,
         request_timeout=request_timeout,
         keep_instances=keep_instances,
+        first_endpoint=first_endpoint,
         instance_environment=env,
     )
 
 
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
 def _credentials(path: str | None, env: Mapping[str, str]) -> CredentialStore | None:
+    from .sigv4 import (
+        BotocoreUnsupported,
+        CredentialConflict,
+        CredentialsFileError,
+        CredentialStore,
+    )
+
     try:
         if path:
             return CredentialStore.from_shared_credentials_file(Path(path).expanduser())

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
+# SQLAlchemy is imported only for a database that needs it: `streamhost up` checks a SQLite
+# state's folder lock before starting the gateway, and the import would delay that start.
 __all__ = ["Holder", "StateInUse", "StateLock", "StateLockError", "current_holder", "lock_paths"]
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,18 @@ LOCK_FILE = "gateway.lock"
 _PG_KEY = int.from_bytes(
     hashlib.sha256(b"streamhost gateway state").digest()[:8], "big", signed=True
 )
-_holders = sa.Table(
-    "streamhost_state_holder",
-    sa.MetaData(),
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("holder", sa.Text, nullable=False),
-)
+
+
+@functools.cache
+def _holders() -> sa.Table:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "streamhost_state_holder",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("holder", sa.Text, nullable=False),
+    )
 
 
 class StateLockError(Exception):
@@ -171,9 +180,11 @@ class StateLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, text.encode(), 0)
         if self._connection is not None:
+            import sqlalchemy as sa
+
             with self._connection.begin():
-                self._connection.execute(sa.delete(_holders))
-                self._connection.execute(sa.insert(_holders).values(id=1, holder=text))
+                self._connection.execute(sa.delete(_holders()))
+                self._connection.execute(sa.insert(_holders()).values(id=1, holder=text))
 
     def release(self) -> None:
         """Let the next gateway have the state (idempotent)."""
@@ -184,6 +195,8 @@ class StateLock:
             os.close(fd)  # closing the last descriptor drops the flock
         connection, self._connection = self._connection, None
         if connection is not None:
+            import sqlalchemy as sa
+
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_KEY})
                 connection.commit()
@@ -194,6 +207,11 @@ class StateLock:
             self._engine = None
 
     def _lock_database(self, state_url: str) -> None:
+        if _sqlite_file(state_url) is not None:
+            return  # the file's folder lock covers it
+        import sqlalchemy as sa
+        from sqlalchemy.pool import NullPool
+
         url = sa.make_url(state_url)
         backend = url.get_backend_name()
         if backend == "sqlite":
@@ -220,7 +238,7 @@ class StateLock:
             connection.close()
             self._engine.dispose()
             raise StateInUse(url.render_as_string(hide_password=True), holder)
-        _holders.create(connection, checkfirst=True)
+        _holders().create(connection, checkfirst=True)
         connection.commit()
         self._connection = connection
 
@@ -253,13 +271,20 @@ def _read(fd: int) -> str:
 
 
 def _database_holder(connection: Any) -> Holder | None:
+    import sqlalchemy as sa
+
     with contextlib.suppress(sa.exc.SQLAlchemyError):
-        text = connection.execute(sa.select(_holders.c.holder)).scalar()
+        text = connection.execute(sa.select(_holders().c.holder)).scalar()
         return Holder.from_json(text) if text else None
     return None
 
 
 def _sqlite_file(state_url: str) -> Path | None:
+    if state_url.startswith("sqlite:///") and "?" not in state_url:  # as `sqlite_url` writes
+        database = state_url.removeprefix("sqlite:///")
+        return None if database in ("", ":memory:") else Path(database).expanduser().resolve()
+    import sqlalchemy as sa
+
     try:
         url = sa.make_url(state_url)
     except sa.exc.ArgumentError:

@@ -31,7 +31,6 @@ __all__ = [
     "ListQuery",
     "ModelRecord",
     "Store",
-    "sqlite_url",
 ]
 
 metadata = sa.MetaData()
@@ -191,11 +190,6 @@ class ListQuery:
     modified_before: float | None = None
     modified_after: float | None = None
     status: str | None = None
-
-
-def sqlite_url(path: str | Path) -> str:
-    """The SQLAlchemy URL of a SQLite file."""
-    return f"sqlite:///{Path(path).expanduser().resolve()}"
 
 
 def _key(name: str) -> str:
