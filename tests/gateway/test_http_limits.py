@@ -121,7 +121,9 @@ def test_a_huge_header_field_is_refused_431_without_being_buffered(gateway):
         "RequestHeaderFieldsTooLargeException",
         f"The request's header fields exceed {MAX_HEADER_BYTES} bytes.",
     )
-    assert rss.growth < MiB, f"the gateway grew by {rss.growth / MiB:.1f} MiB"
+    # A buffered field would show whole (4 MiB); the worker's own allocations around the
+    # request move its RSS by up to ~1 MiB.
+    assert rss.growth < 2 * MiB, f"the gateway grew by {rss.growth / MiB:.1f} MiB"
     assert gateway.sm().list_endpoints()["Endpoints"] == []  # and it goes on serving
 
 

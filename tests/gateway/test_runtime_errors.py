@@ -68,11 +68,12 @@ def still_serving(gateway, endpoint: str = "steady") -> None:
     assert b"generated_text" in payload_bytes(resp)
 
 
-@pytest.fixture
-def steady(gateway):
-    create_synthetic_endpoint(gateway.sm(), "steady")
-    yield gateway
-    delete_endpoint(gateway.sm(), "steady")
+@pytest.fixture(scope="module")
+def steady(module_gateway):
+    """A gateway whose endpoint `steady` serves; each test leaves it serving."""
+    create_synthetic_endpoint(module_gateway.sm(), "steady")
+    yield module_gateway
+    delete_endpoint(module_gateway.sm(), "steady")
 
 
 def test_a_wrong_secret_is_invalid_signature_on_both_planes(steady):

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from streamhost.client import LineIterator
+from tests import blog
 from tests.harness import (
     LMI_IMAGE,
     ROLE,
@@ -25,18 +26,6 @@ from tests.harness import (
 
 # Deploys of the tiny model (a model-server process with torch each).
 pytestmark = pytest.mark.slow
-
-# The serving.properties the blog quotes (falcon-7b-streaming.ipynb), pointed at `tiny`.
-SERVING_PROPERTIES = b"""engine=MPI
-option.model_id=tiny
-option.trust_remote_code=true
-option.tensor_parallel_degree=1
-option.max_rolling_batch_size=32
-option.rolling_batch=auto
-option.output_formatter=jsonlines
-option.paged_attention=false
-option.enable_streaming=true
-"""
 
 
 def deploy(sm, name: str, container: dict, health_timeout: int = 900) -> None:
@@ -60,7 +49,7 @@ def deploy(sm, name: str, container: dict, health_timeout: int = 900) -> None:
 def test_lmi_blog_flow_streams_outputs_lines_through_line_iterator(gateway, tmp_path):
     # `mkdir mymodel; mv serving.properties mymodel/; tar czvf mymodel.tar.gz mymodel/`
     archive = tmp_path / "mymodel.tar.gz"
-    archive.write_bytes(targz({"mymodel/serving.properties": SERVING_PROPERTIES}))
+    archive.write_bytes(targz({"mymodel/serving.properties": blog.SERVING_PROPERTIES.encode()}))
     sm, smr = gateway.sm(), gateway.smr()
     deploy(sm, "falcon-7b-lmi", {"Image": LMI_IMAGE, "ModelDataUrl": str(archive)})
 
@@ -70,11 +59,12 @@ def test_lmi_blog_flow_streams_outputs_lines_through_line_iterator(gateway, tmp_
     )
     assert resp["ContentType"] == "application/jsonlines"
     assert resp["InvokedProductionVariant"] == "AllTraffic"
+    # The blog's own loop, its own LineIterator.
     output = ""
     lines = 0
-    for line in LineIterator(resp["Body"]):
-        data = json.loads(line)
-        output += data["outputs"][0]
+    for line in blog.LineIterator(resp["Body"]):
+        resp_line = json.loads(line)
+        output += resp_line.get("outputs")[0]
         lines += 1
     assert lines == 24  # one jsonlines record per token, each its own PayloadPart
     assert output

@@ -30,9 +30,11 @@ from tests.harness import (
 STREAM_PATH = "/endpoints/warm/invocations-response-stream"
 
 
-@pytest.fixture
-def warm(gateway):
-    """An endpoint with one stream served, so its instance connection sits in the pool."""
+@pytest.fixture(scope="module")
+def warm(module_gateway):
+    """An endpoint with one stream served, so its instance connection sits in the pool;
+    each test leaves it so (one idle connection, nothing outstanding)."""
+    gateway = module_gateway
     create_synthetic_endpoint(gateway.sm(), "warm")
     resp = gateway.smr().invoke_endpoint_with_response_stream(EndpointName="warm", Body=tgi_body())
     assert b"generated_text" in payload_bytes(resp)

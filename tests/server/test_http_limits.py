@@ -101,7 +101,9 @@ def test_a_huge_header_field_is_refused_431_without_being_buffered(server):
             "error_type": "validation",
         },
     )
-    assert rss.growth < MiB, f"the server grew by {rss.growth / MiB:.1f} MiB"
+    # A buffered field would show whole (4 MiB); the worker's own allocations around the
+    # request move its RSS by up to ~1 MiB.
+    assert rss.growth < 2 * MiB, f"the server grew by {rss.growth / MiB:.1f} MiB"
     assert still_serving(server)
 
 

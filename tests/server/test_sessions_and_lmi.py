@@ -2,61 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import httpx
 import pytest
 
+from tests.blog import SERVING_PROPERTIES, LineIterator
 from tests.harness import start_model_server
-
-BLOG_PROPERTIES = """engine=MPI
-option.model_id=tiny
-option.trust_remote_code=true
-option.tensor_parallel_degree=1
-option.max_rolling_batch_size=32
-option.rolling_batch=auto
-option.output_formatter=jsonlines
-option.paged_attention=false
-option.enable_streaming=true
-"""
-
-
-class LineIterator:
-    """The original sample's LineIterator, verbatim in behaviour (over raw chunks)."""
-
-    def __init__(self, stream):
-        self.byte_iterator = iter(stream)
-        self.buffer = io.BytesIO()
-        self.read_pos = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        while True:
-            self.buffer.seek(self.read_pos)
-            line = self.buffer.readline()
-            if line and line[-1] == ord("\n"):
-                self.read_pos += len(line)
-                return line[:-1]
-            try:
-                chunk = next(self.byte_iterator)
-            except StopIteration:
-                if self.read_pos < self.buffer.getbuffer().nbytes:
-                    continue
-                raise
-            if "PayloadPart" not in chunk:
-                print("Unknown event type:" + chunk)
-                continue
-            self.buffer.seek(0, io.SEEK_END)
-            self.buffer.write(chunk["PayloadPart"]["Bytes"])
 
 
 @pytest.fixture(scope="module")
 def lmi_server(tiny_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lmi")
-    (folder / "serving.properties").write_text(BLOG_PROPERTIES)
+    (folder / "serving.properties").write_text(SERVING_PROPERTIES)
     server = start_model_server({}, model_dir=str(folder))
     yield server
     server.stop()

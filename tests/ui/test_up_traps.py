@@ -1,6 +1,7 @@
 """``streamhost up`` where a new user trips: a second ``up`` on the same state refuses in
 one line and leaves the first serving; ``up --model X`` on a ``default`` that serves starts
-X beside it, switches only once X is healthy, and keeps the old model if X never is."""
+X beside it, switches only once X is healthy, and keeps the old model if X never is; the
+blog's LMI request sent to ``default``, which speaks TGI, ends."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from streamhost.client import LineIterator
 from tests.harness import free_port, interrupt_popen, model_servers
 
 from .conftest import streamhost_command, tiny_cache
@@ -186,3 +188,23 @@ def test_up_with_another_model_switches_default_once_the_new_one_is_healthy(
         assert model["ModelName"] != old["ModelName"]  # the old one was deleted
         container = sm.describe_model(ModelName=model["ModelName"])["PrimaryContainer"]  # type: ignore[attr-defined]
         assert container["Environment"]["HF_MODEL_ID"] == "synthetic:1"
+
+
+def test_the_blogs_lmi_request_to_default_ends_with_our_line_iterator(tmp_path: Path) -> None:
+    # `default` (the built-in tiny-chat) speaks TGI, as the banner says: the blog's LMI
+    # request, without "stream": true, gets TGI's one JSON answer with no newline after it.
+    # The blog's own LineIterator waits for that newline forever; ours yields the answer as
+    # the last line and stops.
+    home = tmp_path / "home"
+    home.mkdir()
+    with running_up(home, "--port", str(free_port())) as up:
+        up.wait_ready()
+        assert "  endpoint     default  (tiny-chat, TGI API)" in up.lines
+        _, smr = up.clients()
+        body = {"inputs": "what is life", "parameters": {"max_new_tokens": 40}}
+        resp = smr.invoke_endpoint_with_response_stream(  # type: ignore[attr-defined]
+            EndpointName="default", Body=json.dumps(body), ContentType="application/json"
+        )
+        (line,) = list(LineIterator(resp["Body"]))
+        (answer,) = json.loads(line)
+        assert answer["generated_text"].strip()
