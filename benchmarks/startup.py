@@ -35,6 +35,7 @@ from botocore.config import Config
 
 from streamhost.client import load_credentials
 from streamhost.ports import free_port
+from streamhost.processes import signal_group, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -138,14 +139,20 @@ def run_once(command: list[str], home: Path, timeout: float) -> dict[str, float]
         for watcher in watchers:
             watcher.join(timeout=max(0.0, deadline - time.monotonic()))
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _interrupt(process)
         log.close()
     return {**found, **_model_stages(home)}
+
+
+def _interrupt(process: subprocess.Popen, timeout: float = 120) -> None:
+    """Ctrl-C to the command's process group, as a user stops it; SIGKILL past `timeout`."""
+    stop_process(
+        lambda: process.poll() is None,
+        lambda signum: signal_group(process.pid, signum),
+        timeout,
+        first=signal.SIGINT,
+    )
+    process.wait()
 
 
 def deploy_others(home: Path, count: int) -> None:
@@ -181,8 +188,7 @@ def deploy_others(home: Path, count: int) -> None:
                 stdout=subprocess.DEVNULL,
             )
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(120)
+        _interrupt(process)
 
 
 def main() -> int:

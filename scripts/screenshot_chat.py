@@ -20,19 +20,9 @@ import tempfile
 from pathlib import Path
 
 from streamhost.ports import free_port
+from streamhost.ui.launch import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 METRICS = re.compile(r"TTFT \d+\.\d\d s · \d+ tokens")
 
 
@@ -70,7 +60,9 @@ def main() -> int:
             ui = f"http://127.0.0.1:{ui_port}"
             _wait_ready(up)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+                )
                 page = browser.new_page(viewport={"width": 1280, "height": 860})
                 page.goto(ui)
                 page.get_by_role("button", name=args.prompt).click()

@@ -110,16 +110,17 @@ def stop_steps(
     *,
     hurry: Callable[[], bool] = _never,
     on_kill: Callable[[], None] | None = None,
+    first: int = signal.SIGTERM,
 ) -> Iterator[float]:
     """TERM → wait → KILL as steps; each yielded number is a pause for the caller to sleep.
 
-    SIGTERM if ``alive()``, then wait up to ``timeout`` seconds (less once ``hurry()``);
+    SIGTERM (or ``first``: SIGINT stops a command as Ctrl-C does) if ``alive()``, then wait up to ``timeout`` seconds (less once ``hurry()``);
     ``on_kill()`` if it is still alive; SIGKILL in any case, since ``send`` may reach more
     than the one process ``alive`` watches (a group, whatever its leader started); then wait
     up to `KILL_WAIT_SECONDS` for the kill to take.
     """
     if alive():
-        send(signal.SIGTERM)
+        send(first)
         deadline = time.monotonic() + timeout
         while alive() and time.monotonic() < deadline and not hurry():
             yield POLL_SECONDS
@@ -138,9 +139,10 @@ def stop_process(
     *,
     hurry: Callable[[], bool] = _never,
     on_kill: Callable[[], None] | None = None,
+    first: int = signal.SIGTERM,
 ) -> None:
     """TERM → wait → KILL (`stop_steps`), blocking until done."""
-    for pause in stop_steps(alive, send, timeout, hurry=hurry, on_kill=on_kill):
+    for pause in stop_steps(alive, send, timeout, hurry=hurry, on_kill=on_kill, first=first):
         time.sleep(pause)
 
 

@@ -18,17 +18,6 @@ ACCESS_KEY = "SHUITESTKEY000000000"
 SECRET_KEY = "streamhost-ui-test-secret"
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "ui"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CHAT_ENDPOINT = "chat"  # tiny, TGI API
 SLOW_ENDPOINT = "slow"  # synthetic:25, TGI API
 

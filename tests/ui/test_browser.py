@@ -13,10 +13,8 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from streamhost.ui.launch import streamlit_command
+from streamhost.ui.launch import CHROMIUM, CHROMIUM_ARGS, streamlit_command
 from tests.harness import GatewayProcess, free_port, stop_popen, wait_until_serving
-
-from .conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,

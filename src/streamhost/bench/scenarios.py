@@ -15,7 +15,6 @@ import asyncio
 import functools
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from streamhost.bench.loadgen import Workload, random_prompts, run
 from streamhost.bench.metrics import Summary, summarize
 from streamhost.ports import free_port
+from streamhost.processes import signal_group, stop_process
 
 Progress = Callable[[str], None]
 
@@ -217,13 +217,9 @@ def start(cmd: list[str], ready_url: str, log: str) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """TERM → wait 20 s → KILL to the peer's process group."""
+    stop_process(lambda: proc.poll() is None, lambda signum: signal_group(proc.pid, signum), 20)
+    proc.wait()
 
 
 @dataclass

@@ -13,10 +13,24 @@ from rich.console import Console
 from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY_URL_ENV
 from streamhost.processes import Stop, exit_with_parent, stop_process, stop_signals
 
-__all__ = ["run_ui", "streamlit_command"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "run_ui", "streamlit_command"]
 
 _APP = Path(__file__).parent / "app.py"
 _STOP_TIMEOUT = 10.0
+
+# The browser that the UI's browser tests and scripts/screenshot_chat.py drive: Debian's
+# Chromium, headless, as root, with no background traffic (a closed network refuses it).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
