@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from streamhost.engine import Engine, EngineConfig
@@ -22,14 +24,20 @@ def reference(tiny_dir):
 
 
 def greedy_alone(model, prompt_ids: list[int], n: int) -> list[int]:
-    """``n`` greedy tokens after ``prompt_ids`` by transformers' ``generate``, one request."""
+    """``n`` greedy tokens after ``prompt_ids`` by transformers' ``generate``, one request
+    (remembered per model: the fast and the generic engine are checked on the same prompts)."""
+    return list(_greedy_alone(model, tuple(prompt_ids), n))
+
+
+@functools.lru_cache(maxsize=512)
+def _greedy_alone(model, prompt_ids: tuple[int, ...], n: int) -> tuple[int, ...]:
     import torch
 
     with torch.inference_mode():
         out = model.generate(
             torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False
         )
-    return out[0, len(prompt_ids) :].tolist()
+    return tuple(out[0, len(prompt_ids) :].tolist())
 
 
 async def collect(stream):
