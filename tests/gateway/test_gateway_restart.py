@@ -52,6 +52,33 @@ def test_after_a_restart_the_endpoint_is_in_service_again(tmp_path):
     assert_no_model_servers()
 
 
+def test_the_first_endpoint_comes_back_before_the_others_start(tmp_path):
+    # `streamhost up` names `default`: the state's other endpoints must not compete with it
+    # for the machine while it starts.
+    state = tmp_path / "state"
+    first = GatewayThread(state).start()
+    names = ("alpha", "default", "omega")
+    for name in names:
+        create_synthetic_endpoint(first.sm(), name)
+    first.stop()
+
+    second = GatewayThread(state, first_endpoint="default").start()
+    try:
+        for name in names:
+            wait_in_service(second.sm(), name)
+        started = {
+            name: psutil.Process(pid).create_time() for name in names for pid in pids(second, name)
+        }
+        # The others' servers were started once default's had passed its health check,
+        # which takes a Python start.
+        assert min(started["alpha"], started["omega"]) > started["default"] + 0.2
+        for name in names:
+            delete_endpoint(second.sm(), name)
+    finally:
+        second.stop()
+    assert_no_model_servers()
+
+
 def test_instances_left_running_are_adopted_by_the_next_gateway(tmp_path):
     state = tmp_path / "state"
     first = GatewayThread(state, keep_instances=True).start()

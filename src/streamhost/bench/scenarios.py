@@ -91,7 +91,7 @@ def runner_decode(engine, batch: int, prompt_len: int, new_tokens: int) -> float
     import random
 
     from streamhost.engine import SamplingParams
-    from streamhost.engine.runner import make_runner
+    from streamhost.engine.loader import make_runner
     from streamhost.engine.sampling import RowSampler
 
     class Row:

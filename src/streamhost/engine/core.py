@@ -189,8 +189,7 @@ class Engine:
             self.context_window = SYNTHETIC_CONTEXT
             runner: Any = SyntheticRunner(self.synthetic_delay, wake)
         else:
-            from streamhost.engine.loader import load_model
-            from streamhost.engine.runner import make_runner
+            from streamhost.engine.loader import load_model, make_runner
 
             self.model = load_model(self.config)
             self.vocab = self.model.vocab

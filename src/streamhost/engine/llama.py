@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from streamhost.engine.runner import BatchRunner, _penalised
+from streamhost.engine.batch import BatchRunner, penalised
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 GROWTH = 256  # cache columns added at a time
@@ -287,7 +287,7 @@ class LlamaRunner(BatchRunner):
             ids, positions, lambda q, k, v: self._sdpa(q, k, v, attn_mask), store
         )
         self._place_rows(rows, new_keys, new_values, mask, mask.sum(-1))
-        return self._select(logits, rows, any(_penalised(r) for r in rows))
+        return self._select(logits, rows, any(penalised(r) for r in rows))
 
     def _place_rows(self, rows, keys, values, mask, positions) -> None:
         """Write prefilled rows into the free slots after the running ones, right-aligned."""
@@ -371,7 +371,7 @@ class LlamaRunner(BatchRunner):
 
     def _refresh(self) -> None:
         n = len(self.rows)
-        self._needs_history = any(_penalised(r) for r in self.rows)
+        self._needs_history = any(penalised(r) for r in self.rows)
         self._padded = not bool(self._mask[:n, self._start : self._length].all())
 
     def reset(self) -> None:

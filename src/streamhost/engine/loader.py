@@ -7,9 +7,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamhost.engine.config import EngineConfig
+
+if TYPE_CHECKING:
+    from streamhost.engine.batch import BatchRunner
 
 log = logging.getLogger("streamhost.engine")
 
@@ -248,3 +251,16 @@ def _eos_ids(path: Path, model_config: dict, tokenizer) -> frozenset[int]:
 def _commit_of(path: Path) -> str | None:
     # Hub snapshots live in .../snapshots/<commit>/.
     return path.name if path.parent.name == "snapshots" else None
+
+
+def make_runner(model, device: Any, fast_path: bool = True) -> BatchRunner:
+    """The runner for ``model`` (transformers' model, or :class:`llama.LlamaWeights`): the lean
+    Llama-family path where it applies."""
+    from streamhost.engine import llama
+    from streamhost.engine.runner import TorchRunner
+
+    if isinstance(model, llama.LlamaWeights):
+        return llama.LlamaRunner(model, device)
+    if fast_path and llama.supports(model):
+        return llama.LlamaRunner(llama.LlamaWeights.from_model(model), device)
+    return TorchRunner(model, device)

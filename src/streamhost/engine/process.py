@@ -249,8 +249,7 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _thread_locked_progress_bars()
     from streamhost.engine.detokenizer import IncrementalDetokenizer, StopMatcher
-    from streamhost.engine.loader import load_model
-    from streamhost.engine.runner import make_runner
+    from streamhost.engine.loader import load_model, make_runner
     from streamhost.engine.sampling import RowSampler
     from streamhost.engine.scheduler import Scheduler
 

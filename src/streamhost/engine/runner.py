@@ -13,42 +13,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from streamhost.engine.sampling import RowSampler, select_tokens
+from streamhost.engine.batch import BatchRunner, penalised
 from streamhost.engine.types import Sample
-
-
-class RunnerRow:
-    """What the runner needs from a request: its ids, parameters and sampler."""
-
-    prompt_ids: list[int]
-    output_ids: list[int]
-    sampler: RowSampler
-
-
-class BatchRunner:
-    """What every runner shares: the running rows, in order, and the choice of their tokens."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.rows: list = []
-        self._needs_history = False
-        # True when some row has left padding; without any, the model may take its
-        # mask-free (causal) attention path, as a bare decode loop does.
-        self._padded = False
-
-    def reset(self) -> None:
-        """Forget the whole batch (after an error, or when it empties)."""
-        self.rows = []
-        self._needs_history = self._padded = False
-
-    def _select(self, logits: torch.Tensor, rows: list, penalised: bool) -> list[Sample]:
-        samplers = [r.sampler for r in rows]
-        # Token histories are built only when some row needs them for a penalty.
-        if penalised:
-            history = [r.prompt_ids + r.output_ids for r in rows]
-            outputs = [r.output_ids for r in rows]
-            return select_tokens(logits, samplers, history, outputs)
-        return select_tokens(logits, samplers)
 
 
 class TorchRunner(BatchRunner):
@@ -91,13 +57,13 @@ class TorchRunner(BatchRunner):
         )
         next_positions = mask.sum(-1)
         self._merge(rows, cache, mask, next_positions)
-        return self._select(out.logits[:, -1, :], rows, any(_penalised(r) for r in rows))
+        return self._select(out.logits[:, -1, :], rows, any(penalised(r) for r in rows))
 
     def _merge(self, rows: list, cache, mask: torch.Tensor, positions: torch.Tensor) -> None:
         if self._cache is None or not self.rows:
             self.rows = list(rows)
             self._cache, self._mask, self._positions = cache, mask, positions
-            self._needs_history = any(_penalised(r) for r in self.rows)
+            self._needs_history = any(penalised(r) for r in self.rows)
             self._padded = not bool(mask.all())
             return
         assert self._mask is not None and self._positions is not None
@@ -121,7 +87,7 @@ class TorchRunner(BatchRunner):
         )
         self._positions = torch.cat([self._positions, positions])
         self.rows.extend(rows)
-        self._needs_history = self._needs_history or any(_penalised(r) for r in rows)
+        self._needs_history = self._needs_history or any(penalised(r) for r in rows)
         self._padded = not bool(self._mask.all())
 
     def remove(self, rows: list) -> None:
@@ -142,7 +108,7 @@ class TorchRunner(BatchRunner):
         self._keep_cache(index, start)
         self._mask = mask[:, start:]
         self._positions = self._positions.index_select(0, index)
-        self._needs_history = any(_penalised(r) for r in self.rows)
+        self._needs_history = any(penalised(r) for r in self.rows)
         self._padded = not bool(self._mask[:, : self._used_columns()].all())
 
     def _used_columns(self) -> int:
@@ -182,24 +148,5 @@ class TorchRunner(BatchRunner):
         return self._select(out.logits[:, -1, :], self.rows, self._needs_history)
 
 
-def make_runner(model, device: torch.device, fast_path: bool = True) -> BatchRunner:
-    """The runner for ``model`` (transformers' model, or :class:`llama.LlamaWeights`): the lean
-    Llama-family path where it applies."""
-    from streamhost.engine import llama
-
-    if isinstance(model, llama.LlamaWeights):
-        return llama.LlamaRunner(model, device)
-    if fast_path and llama.supports(model):
-        return llama.LlamaRunner(llama.LlamaWeights.from_model(model), device)
-    return TorchRunner(model, device)
-
-
 def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
     return F.pad(t, (0, 0, n, 0)) if n else t
-
-
-def _penalised(row) -> bool:
-    p = row.sampler.params
-    return bool(
-        (p.repetition_penalty not in (None, 1.0)) or p.frequency_penalty or p.presence_penalty
-    )
