@@ -84,6 +84,24 @@ def test_a_second_gateway_on_one_state_refuses_in_one_line_and_the_first_keeps_s
     assert_no_model_servers(state)
 
 
+def test_a_postgresql_state_without_its_driver_or_server_is_one_line(tmp_path: Path) -> None:
+    # Nothing listens on port 1: with psycopg installed, the connection is refused; without
+    # it, the driver is missing. Either way one line, exit status 1, no traceback.
+    gateway = GatewayProcess(tmp_path / "state", "--state", "postgresql://u:p@127.0.0.1:1/x")
+    gateway.log = tmp_path / "gateway.log"
+    with pytest.raises(AssertionError, match="gateway exited"):
+        gateway.start(timeout=30)
+    assert gateway.popen is not None and gateway.popen.returncode == 1
+    (line,) = gateway.log_text().splitlines()
+    assert line.startswith("streamhost gateway: ")
+    try:
+        import psycopg  # noqa: F401
+    except ModuleNotFoundError:
+        assert "needs its driver, psycopg" in line and "pip install" in line
+    else:
+        assert "cannot lock the state database" in line
+
+
 def test_a_gateway_killed_outright_leaves_a_lock_the_next_one_takes(tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = GatewayProcess(state).start()

@@ -223,7 +223,13 @@ class StateLock:
             )
             return
         # Its own connection, outside any pool: the lock lasts as long as it does.
-        self._engine = sa.create_engine(url, poolclass=NullPool)
+        try:
+            self._engine = sa.create_engine(url, poolclass=NullPool)
+        except ModuleNotFoundError as error:
+            raise StateLockError(
+                f"the state database needs its driver, {error.name}, which is not installed: "
+                "pip install 'psycopg[binary]' in streamhost's environment"
+            ) from None
         try:
             connection = self._engine.connect()
             held = connection.execute(
