@@ -391,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before the command handles it (a server still starting)
+        print(f"streamhost {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,31 @@ def test_ctrl_c_leaves_the_engine_process_to_its_parent(tiny_dir: Path, tmp_path
     assert "Process streamhost-engine" not in text, text[-3000:]  # its traceback's header
     assert "streamhost.engine: the engine process" not in text, text[-3000:]
     assert "leaked semaphore" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("after", [0.3, 1.5])
+def test_ctrl_c_while_the_server_starts_ends_it_without_a_traceback_or_leftovers(
+    tiny_dir: Path, after: float
+) -> None:
+    # Before uvicorn handles Ctrl-C (imports, the engine process starting, the model loading).
+    command = [sys.executable, "-m", "streamhost.cli", "serve-model", "--model", "tiny"]
+    process = subprocess.Popen(
+        [*command, "--port", str(free_port())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(after)
+        family = descendants(process.pid)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+    assert "Traceback" not in out, out[-3000:]
+    assert process.returncode in (0, 130), out[-3000:]  # 0: uvicorn had taken over the signal
+    assert not still_running(family, 20)
