@@ -200,10 +200,10 @@ def _wait_ready(child: _Child, url: str, timeout: float) -> None:
 
 def _exited(child: _Child) -> str:
     """One line: how ``child`` ended, the failure its log states last (if any), its log."""
-    lines = _tail(child.log).splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(_START_BANNER)]
     from streamhost.endpoints.errors import log_cause, one_line
 
+    lines = _tail(child.log).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(_START_BANNER)]
     cause = log_cause(lines[starts[-1] + 1 :] if starts else lines)  # this run's lines only
     because = f": {one_line(cause)}" if cause else ""
     return (

@@ -145,7 +145,7 @@ class ProcessEngine(Engine):
         from streamhost.engine.tiny import built_in_names
 
         model = self.config.model
-        if self._child is None and (model in built_in_names() or Path(model).is_dir()):
+        if self._child is None and (model in built_in_names() or Path(model).expanduser().is_dir()):
             try:
                 self._start_child()
             except Exception:  # a folder that is no model: load_model says why, on /ping
