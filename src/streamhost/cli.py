@@ -181,7 +181,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 # The commands defined in this module; the others' modules import boto3's side of the CLI.
-_OWN_COMMANDS = ("serve-model", "gateway", "logs", "models")
+_OWN_COMMANDS = ("serve-model", "serve", "gateway", "logs", "models")
 
 
 def _command_of(argv: list[str]) -> str | None:
