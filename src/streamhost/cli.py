@@ -25,9 +25,13 @@ def _serve_model(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"streamhost serve-model: {exc}", file=sys.stderr)
         return 2
-    from streamhost.server.state import make_engine
+    from streamhost.engine import EngineUnavailable, make_engine
 
-    engine = make_engine(config)
+    try:
+        engine = make_engine(config.engine, process=config.engine_process)
+    except EngineUnavailable as exc:
+        print(f"streamhost serve-model: {exc}", file=sys.stderr)
+        return 2
     engine.start()  # first: its process loads the model while this one imports the server
     import uvicorn
 

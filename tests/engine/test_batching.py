@@ -25,7 +25,7 @@ def any_engine(request, engine, tiny_dir):
 def test_tiny_engine_uses_the_llama_fast_path(engine):
     from streamhost.engine.llama import LlamaRunner
 
-    assert isinstance(engine._scheduler.runner, LlamaRunner)
+    assert isinstance(engine._host._scheduler.runner, LlamaRunner)
 
 
 async def test_concurrent_greedy_requests_match_generate_alone(any_engine, reference):

@@ -145,7 +145,7 @@ def test_lmi_stream_error_is_in_band_after_200(tiny_dir, tmp_path):
             for line in r.iter_lines():
                 lines.append(json.loads(line))
                 if len(lines) == 2:
-                    engine._scheduler.process.kill()
+                    engine._host._scheduler.process.kill()
         assert lines[-1]["code"] == 424 and "engine process exited" in lines[-1]["error"]
     finally:
         server.stop()

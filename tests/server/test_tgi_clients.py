@@ -186,7 +186,7 @@ def test_engine_process_death_ends_streams_in_band_and_fails_health(tiny_dir, tm
                 if line.startswith("data:"):
                     lines.append(json.loads(line[5:]))
                     if len(lines) == 3:
-                        engine._scheduler.process.kill()
+                        engine._host._scheduler.process.kill()
         assert lines[-1]["error_type"] == "generation"
         assert "engine process exited" in lines[-1]["error"]
         assert httpx.get(server.url + "/ping").status_code == 503

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+ENGINES = ("auto", "builtin", "vllm")
 
 
 @dataclass(slots=True)
@@ -16,6 +17,9 @@ class EngineConfig:
     """
 
     model: str = "tiny"
+    # Which engine runs the model: ours, vLLM's, or ``auto`` (vLLM where it is installed
+    # and a CUDA device is present, else ours). See :func:`streamhost.engine.choose_engine`.
+    engine: str = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: str = "auto"
@@ -39,6 +43,11 @@ class EngineConfig:
     # container's environment); ``None``: one per core but one, which stays free for HTTP
     # (spinning OpenMP threads otherwise starve it).
     cpu_threads: int | None = None
+    # vLLM's own settings, passed through when it is the engine (ours has no use for
+    # them): tensor parallel degree, quantization method, share of GPU memory to take.
+    tensor_parallel_size: int = 1
+    quantization: str | None = None
+    gpu_memory_utilization: float | None = None
 
     def resolve_limits(self, context_window: int, device_type: str = "cpu") -> None:
         """Fill the limits the user left open from the model's context window and device."""
@@ -52,6 +61,8 @@ class EngineConfig:
 
     def check(self) -> None:
         """Reject inconsistent limits with TGI's startup messages."""
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         for name in ("max_batch_size", "max_batch_prefill_tokens", "max_concurrent_requests"):

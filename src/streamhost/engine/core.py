@@ -1,24 +1,27 @@
-"""The engine's public face: load a model, submit requests, iterate their tokens.
+"""Our own engine: continuous batching in PyTorch, behind :class:`GenerationEngine`.
 
 ``Engine.submit`` validates and queues a request on the caller's event loop and returns a
-:class:`RequestStream`, an async iterator of :class:`TokenEvent`. The forward passes run on
-the scheduler thread; its events come back to the event loop in one callback per step.
-Closing a stream before its last event cancels the request.
+:class:`RequestStream`, an async iterator of :class:`TokenEvent`. The forward passes run
+on a scheduler thread, here (:class:`ThreadHost`) or in a child process
+(:class:`streamhost.engine.process.ProcessHost`); its events come back to the event loop
+in one callback per step. Closing a stream before its last event cancels the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import threading
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from streamhost.engine.config import EngineConfig
 from streamhost.engine.detokenizer import IncrementalDetokenizer, StopMatcher
 from streamhost.engine.metrics import EngineMetrics
+from streamhost.engine.protocol import ModelInfo
 from streamhost.engine.scheduler import Scheduler, Sequence
+from streamhost.engine.stream import RequestStream
 from streamhost.engine.synthetic import (
     SYNTHETIC_CONTEXT,
     SyntheticRunner,
@@ -42,178 +45,171 @@ from streamhost.engine.validation import (
 log = logging.getLogger("streamhost.engine")
 
 
-class RequestStream:
-    """The tokens of one request, as an async iterator; ``aclose()`` cancels it."""
+@dataclass
+class Loaded:
+    """What a host hands the engine once its model is loaded."""
 
-    def __init__(self, engine: Engine, seq: Sequence | None, loop: asyncio.AbstractEventLoop):
-        self._engine = engine
-        self._loop = loop
-        self._events: collections.deque[TokenEvent] = collections.deque()
-        self._waiter: asyncio.Future | None = None
-        self._done = False
-        self.seq = seq
+    vocab: Any
+    info: ModelInfo
+    context_window: int
+    tokenizer: Any = None
+    token_count: int | None = None  # rows of the embedding: valid ids are below
+    model: Any = None  # the LoadedModel, when it lives in this process
+    stages: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def prompt_ids(self) -> list[int]:
-        """The prompt as the engine tokenized (and truncated) it."""
-        assert self.seq is not None
-        return self.seq.prompt_ids
 
-    @property
-    def input_length(self) -> int:
-        """Number of prompt tokens."""
-        return len(self.prompt_ids)
+class Host(Protocol):
+    """Where the scheduler runs: a thread here, or a child process."""
 
-    @property
-    def max_new_tokens(self) -> int:
-        """The generation budget after defaults were applied."""
-        assert self.seq is not None
-        return self.seq.max_new_tokens
+    metrics: EngineMetrics
 
-    def _put(self, event: TokenEvent) -> None:
-        # Runs on the event loop (scheduled by the scheduler thread).
-        self._events.append(event)
-        if event.finish_reason is not None:
-            self._release()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def start(self) -> None: ...
+    def load(self) -> Loaded: ...
+    def submit(self, seq: Sequence) -> None: ...
+    def cancel(self, seq: Sequence) -> None: ...
+    def stop(self) -> None: ...
 
-    def _release(self) -> None:
-        if not self._done:
-            self._done = True
-            self._engine._active -= 1
 
-    def __aiter__(self) -> RequestStream:
-        return self
+class ThreadHost:
+    """The model and its scheduler thread in this process (tests, the synthetic model)."""
 
-    async def __anext__(self) -> TokenEvent:
-        while not self._events:
-            if self._done:
-                raise StopAsyncIteration
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        event = self._events.popleft()
-        if event.finish_reason is not None:
-            # Nothing may follow the last event.
-            self._events.clear()
-        return event
+    def __init__(self, config: EngineConfig, dispatch: Any) -> None:
+        self.config = config
+        self.metrics = EngineMetrics()
+        self._dispatch = dispatch
+        self._scheduler: Scheduler | None = None
 
-    async def next_event(self, timeout: float | None = None) -> TokenEvent | None:
-        """The next event, or ``None`` if none came within ``timeout`` seconds (keep-alive).
+    def start(self) -> None:
+        """Nothing to begin ahead of :meth:`load`."""
 
-        Raises :class:`StopAsyncIteration` after the last event.
-        """
-        if not self._events:
-            if self._done:
-                raise StopAsyncIteration
-            waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, _wake, waiter) if timeout else None
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-            if not self._events:
-                if self._done:
-                    raise StopAsyncIteration
-                return None
-        event = self._events.popleft()
-        if event.finish_reason is not None:
-            self._events.clear()
-        return event
+    def load(self) -> Loaded:
+        """Load the model here and start the scheduler thread."""
+        config = self.config
+        wake = threading.Event()
+        delay = parse_synthetic(config.model)
+        if delay is not None:
+            loaded = Loaded(
+                vocab=SyntheticVocab(),
+                info=ModelInfo(config.model, context_window=SYNTHETIC_CONTEXT),
+                context_window=SYNTHETIC_CONTEXT,
+            )
+            runner: Any = SyntheticRunner(delay, wake)
+            device_type = "cpu"
+        else:
+            from streamhost.engine.loader import load_model, make_runner
 
-    def finished(self) -> bool:
-        """True once the last event was delivered."""
-        return self._done
+            model = load_model(config)
+            loaded = Loaded(
+                vocab=model.vocab,
+                info=ModelInfo(
+                    model.model_id, model.dtype, str(model.device), model.sha, model.context_window
+                ),
+                context_window=model.context_window,
+                tokenizer=model.tokenizer,
+                token_count=model.token_count,
+                model=model,
+            )
+            runner = make_runner(model.model, model.device, config.fast_path)
+            device_type = model.device.type
+        config.resolve_limits(loaded.context_window, device_type)
+        self._scheduler = Scheduler(
+            runner, loaded.vocab, config, self.metrics, self._dispatch, wake
+        )
+        self._scheduler.start()
+        return loaded
 
-    async def aclose(self) -> None:
-        """Stop the request if it is still running (the client went away)."""
-        self.close()
+    def submit(self, seq: Sequence) -> None:
+        """Queue a validated request."""
+        assert self._scheduler is not None
+        self._scheduler.submit(seq)
 
-    def close(self) -> None:
-        """Synchronous form of :meth:`aclose`."""
-        if not self._done and self.seq is not None:
-            self._engine._scheduler_cancel(self.seq)
-            self._release()
+    def cancel(self, seq: Sequence) -> None:
+        """Drop a request."""
+        if self._scheduler is not None:
+            self._scheduler.cancel(seq)
 
-    async def __aenter__(self) -> RequestStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
+    def stop(self) -> None:
+        """Stop the scheduler thread."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
 
 
 class Engine:
-    """Continuous-batching generation over one model."""
+    """Continuous-batching generation over one model (our own engine).
 
-    def __init__(self, config: EngineConfig) -> None:
+    ``process=True`` runs the model and scheduler in a child process, so forward passes
+    never compete with HTTP for the GIL; the synthetic model, which has no weights,
+    always runs on a thread here.
+    """
+
+    name = "builtin"
+
+    def __init__(self, config: EngineConfig, *, process: bool = False) -> None:
         self.config = config
-        self.metrics = EngineMetrics()
-        self.model: Any = None
+        self.synthetic_delay = parse_synthetic(config.model)
+        self.model: Any = None  # the LoadedModel, when it lives in this process
+        self.model_info: ModelInfo | None = None
         self.vocab: Any = None
         self.tokenizer: Any = None
         self.context_window = 0
-        self.synthetic_delay = parse_synthetic(config.model)
         self.token_count: int | None = None  # rows of the embedding: valid ids are below
-        self.load_error: str | None = None
         self.load_stages: dict[str, float] = {}  # seconds per stage of load_model, if known
-        self._scheduler: Scheduler | None = None
+        self._error: str | None = None
         self._active = 0
         self._ids = itertools.count(1)
         self._ready = threading.Event()
+        self._host: Host
+        if process and self.synthetic_delay is None:
+            from streamhost.engine.process import ProcessHost
+
+            self._host = ProcessHost(config, self._dispatch, self._lost)
+        else:
+            self._host = ThreadHost(config, self._dispatch)
 
     @classmethod
-    def load(cls, config: EngineConfig) -> Engine:
+    def load(cls, config: EngineConfig, *, process: bool = False) -> Engine:
         """Create an engine and load its model now (blocking)."""
-        engine = cls(config)
+        engine = cls(config, process=process)
         engine.load_model()
         return engine
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin loading where that can overlap the caller's own start; :meth:`load_model`
-        finishes it. (Nothing to begin here; the engine process begins its own.)"""
+        """Begin loading where that can overlap the caller's own start (the engine process
+        starts its imports and model load); :meth:`load_model` finishes it."""
+        self._host.start()
 
     def load_model(self) -> None:
-        """Load the model and start the scheduler thread (blocking; call off the loop)."""
-        wake = threading.Event()
-        device_type = "cpu"
-        if self.synthetic_delay is not None:
-            self.vocab = SyntheticVocab()
-            self.context_window = SYNTHETIC_CONTEXT
-            runner: Any = SyntheticRunner(self.synthetic_delay, wake)
-        else:
-            from streamhost.engine.loader import load_model, make_runner
-
-            self.model = load_model(self.config)
-            self.vocab = self.model.vocab
-            self.tokenizer = self.model.tokenizer
-            self.context_window = self.model.context_window
-            self.token_count = self.model.token_count
-            runner = make_runner(self.model.model, self.model.device, self.config.fast_path)
-            device_type = self.model.device.type
-        self.config.resolve_limits(self.context_window, device_type)
-        self._scheduler = Scheduler(
-            runner, self.vocab, self.config, self.metrics, self._dispatch, wake
-        )
-        self._scheduler.start()
+        """Load the model and start the scheduler (blocking; call off the loop)."""
+        loaded = self._host.load()
+        self.vocab = loaded.vocab
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        self.model_info = loaded.info
+        self.context_window = loaded.context_window
+        self.token_count = loaded.token_count
+        self.load_stages = loaded.stages
         self._ready.set()
+
+    def _lost(self, reason: str) -> None:
+        # The host can no longer run requests (its process exited).
+        self._error = reason
+        self._ready.clear()
 
     @property
     def ready(self) -> bool:
         """True once the model is loaded and requests are accepted."""
         return self._ready.is_set()
 
+    @property
+    def metrics(self) -> EngineMetrics:
+        """The scheduler's counters, gauges and histograms."""
+        return self._host.metrics
+
     def shutdown(self) -> None:
         """Stop the scheduler; running requests end with ``cancelled``."""
-        if self._scheduler is not None:
-            self._scheduler.stop()
+        self._host.stop()
 
     @property
     def active_requests(self) -> int:
@@ -227,6 +223,10 @@ class Engine:
         if self.synthetic_delay is not None:
             return self.vocab.encode(text)
         return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+    def token_text(self, token_id: int) -> str:
+        """One token's own text."""
+        return self.vocab.token_text(token_id)
 
     def offsets(self, text: str) -> list[tuple[int, str, int, int]]:
         """``(id, text, start, stop)`` per token, with character offsets (for /tokenize)."""
@@ -245,15 +245,7 @@ class Engine:
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """Render a conversation with the model's chat template (or a plain fallback)."""
-        template = getattr(self.tokenizer, "chat_template", None) if self.tokenizer else None
-        if template:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        lines = [f"{m.get('role', 'user')}: {m.get('content') or ''}" for m in messages]
-        if add_generation_prompt:
-            lines.append("assistant:")
-        return "\n".join(lines)
+        return render_chat(self.tokenizer, messages, add_generation_prompt)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -270,8 +262,8 @@ class Engine:
         ``max_concurrent_requests`` are in flight, :class:`EngineNotReady` while loading.
         Must be called on the event loop that will iterate the returned stream.
         """
-        if not self.ready or self._scheduler is None:
-            raise EngineNotReady(self.load_error or "model is loading")
+        if not self.ready:
+            raise EngineNotReady(self._error or "model is loading")
         config = self.config
         validate_params(params, config)
         if isinstance(prompt, str):
@@ -289,7 +281,6 @@ class Engine:
         if self._active >= config.max_concurrent_requests:
             raise OverloadedError()
         loop = asyncio.get_running_loop()
-        stream = RequestStream(self, None, loop)
         seq = Sequence(
             request_id=next(self._ids),
             prompt_ids=ids,
@@ -298,28 +289,32 @@ class Engine:
             sampler=self._sampler(params),
             detokenizer=IncrementalDetokenizer(self.vocab),
             stops=StopMatcher(list(params.stop), params.include_stop_str_in_output),
-            deliver=stream._put,
+            deliver=_nowhere,
             loop=loop,
         )
-        stream.seq = seq
+        stream = RequestStream(
+            loop, ids, max_new, cancel=lambda: self._host.cancel(seq), release=self._release
+        )
+        seq.deliver = stream.put
         self._active += 1
         self.metrics.requests += 1
-        self._scheduler.submit(seq)
+        self._host.submit(seq)
         return stream
 
+    def _release(self) -> None:
+        self._active -= 1
+
     def _sampler(self, params: SamplingParams) -> Any:
-        if self.synthetic_delay is not None:
-            return _SyntheticSampler(params)
-        from streamhost.engine.sampling import RowSampler
+        if isinstance(self._host, ThreadHost):
+            if self.synthetic_delay is not None:
+                return _SyntheticSampler(params)
+            from streamhost.engine.sampling import RowSampler
 
-        return RowSampler(params)
-
-    def _scheduler_cancel(self, seq: Sequence) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel(seq)
+            return RowSampler(params)
+        return None  # sampling state lives with the model, in the child
 
     def _dispatch(self, events: list[tuple[Sequence, TokenEvent]]) -> None:
-        # Called on the scheduler thread: one wake-up per event loop per step.
+        # Called on the scheduler's thread: one wake-up per event loop per step.
         by_loop: dict[Any, list[tuple[Sequence, TokenEvent]]] = {}
         for seq, event in events:
             by_loop.setdefault(seq.loop, []).append((seq, event))
@@ -330,6 +325,19 @@ class Engine:
                 pass
 
 
+def render_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """A conversation through ``tokenizer``'s chat template, or ``role: content`` lines
+    when it has none (every engine renders chats through this one function)."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    lines = [f"{m.get('role', 'user')}: {m.get('content') or ''}" for m in messages]
+    if add_generation_prompt:
+        lines.append("assistant:")
+    return "\n".join(lines)
+
+
 class _SyntheticSampler:
     __slots__ = ("params", "seed")
 
@@ -338,9 +346,8 @@ class _SyntheticSampler:
         self.seed = params.seed if params.do_sample else None
 
 
-def _wake(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def _nowhere(event: TokenEvent) -> None:
+    pass
 
 
 def _deliver(items: list[tuple[Sequence, TokenEvent]]) -> None:

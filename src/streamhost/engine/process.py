@@ -1,10 +1,11 @@
-"""The engine in its own process, so forward passes never compete with HTTP for the GIL.
+"""Our engine's model in its own process, so forward passes never compete with HTTP for
+the GIL.
 
-:class:`ProcessEngine` is an :class:`Engine` whose scheduler lives in a child process.
-The parent keeps the tokenizer (validation and token counts happen before any 200 is
-sent) and a thin record of each request; the child owns the model, the batch and the
-detokenizers. One pipe carries submissions and cancellations down and, per decode step,
-one message with every event of that step up.
+:class:`ProcessHost` is the :class:`~streamhost.engine.core.Engine`'s host when the model
+runs in a child process. The parent keeps the tokenizer (validation and token counts
+happen before any 200 is sent) and a thin record of each request; the child owns the
+model, the batch and the detokenizers. One pipe carries submissions and cancellations
+down and, per decode step, one message with every event of that step up.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from streamhost.engine.config import EngineConfig
-from streamhost.engine.core import Engine
+from streamhost.engine.core import Loaded
 from streamhost.engine.metrics import EngineMetrics
+from streamhost.engine.protocol import ModelInfo
 from streamhost.engine.scheduler import Sequence
-from streamhost.engine.types import FinishReason, SamplingParams, TokenEvent
+from streamhost.engine.types import FinishReason, TokenEvent
 
 log = logging.getLogger("streamhost.engine")
 
@@ -35,8 +37,8 @@ _STOP_SIGNALS = {-signal.SIGTERM: "SIGTERM", -signal.SIGHUP: "SIGHUP"}
 class RemoteScheduler:
     """The parent's stand-in for the scheduler: forwards requests over the pipe."""
 
-    def __init__(self, engine: ProcessEngine, conn: Any, process: multiprocessing.Process) -> None:
-        self.engine = engine
+    def __init__(self, host: ProcessHost, conn: Any, process: multiprocessing.Process) -> None:
+        self.host = host
         self.conn = conn
         self.process = process
         self.requests: dict[int, Sequence] = {}
@@ -91,9 +93,9 @@ class RemoteScheduler:
                             del self.requests[request_id]
                         items.append((seq, event))
                     if items:
-                        self.engine._dispatch(items)
+                        self.host.dispatch(items)
                 elif kind == "metrics":
-                    self.engine.metrics = message[1]
+                    self.host.metrics = message[1]
                 elif kind == "stopped":
                     break
         except (EOFError, OSError):
@@ -102,7 +104,7 @@ class RemoteScheduler:
         orphans = [(seq, _final(seq)) for seq in self.requests.values()]
         self.requests.clear()
         if orphans:
-            self.engine._dispatch(orphans)
+            self.host.dispatch(orphans)
 
     def _child_gone(self) -> None:
         """The child closed the pipe unasked: a stop signal ended it (logged at INFO), or
@@ -113,8 +115,7 @@ class RemoteScheduler:
             log.info("the engine process stopped (%s)", _STOP_SIGNALS[code])
         else:
             log.error("the engine process exited%s", "" if code is None else f" with status {code}")
-        self.engine.load_error = "the engine process exited"
-        self.engine._ready.clear()
+        self.host.lost("the engine process exited")
 
 
 def _final(seq: Sequence) -> TokenEvent:
@@ -132,15 +133,21 @@ def _final(seq: Sequence) -> TokenEvent:
     )
 
 
-class ProcessEngine(Engine):
-    """An engine whose model and scheduler run in a child process."""
+class ProcessHost:
+    """The model and its scheduler in a child process; the tokenizer stays here."""
 
-    _child: tuple[Any, multiprocessing.Process, Any, float] | None = None
+    def __init__(self, config: EngineConfig, dispatch: Any, lost: Any) -> None:
+        self.config = config
+        self.metrics = EngineMetrics()
+        self.dispatch = dispatch  # the engine's: events of one step, on the reader thread
+        self.lost = lost  # the engine's: the child is gone, with the reason
+        self._child: tuple[Any, multiprocessing.Process, Any, float] | None = None
+        self._scheduler: RemoteScheduler | None = None
 
     def start(self) -> None:
         """Start the engine process now when the model is on this machine (built in, or a
         folder): its imports and model load, most of a model server's start, then overlap
-        the server's own. A model still to download starts in :meth:`load_model`, on the
+        the server's own. A model still to download starts in :meth:`load`, on the
         loader thread, where the download's progress is reported."""
         from streamhost.engine.tiny import built_in_names
 
@@ -148,7 +155,7 @@ class ProcessEngine(Engine):
         if self._child is None and (model in built_in_names() or Path(model).expanduser().is_dir()):
             try:
                 self._start_child()
-            except Exception:  # a folder that is no model: load_model says why, on /ping
+            except Exception:  # a folder that is no model: load says why, on /ping
                 self._child = None
 
     def _start_child(self) -> None:
@@ -167,7 +174,7 @@ class ProcessEngine(Engine):
         child.close()
         self._child = (parent, process, path, spawned)
 
-    def load_model(self) -> None:
+    def load(self) -> Loaded:
         """Resolve the model here (downloads show progress in this process), load it there."""
         from streamhost.engine.loader import ModelLoadError, Vocab
         from streamhost.engine.tokenizer import load_tokenizer
@@ -180,7 +187,7 @@ class ProcessEngine(Engine):
         assert self._child is not None
         parent, process, path, spawned = self._child
         try:
-            self.tokenizer = load_tokenizer(path, config.trust_remote_code)
+            tokenizer = load_tokenizer(path, config.trust_remote_code)
             tokenizer_s = time.time() - spawned
         except BaseException:
             process.kill()
@@ -192,39 +199,41 @@ class ProcessEngine(Engine):
             raise ModelLoadError(message[1])
         _, info = message
         started, imported, loaded = info["times"]
-        self.load_stages = {
-            "engine process start": started - spawned,
-            "its imports": imported - started,
-            "model load": loaded - imported,
-            "tokenizer": tokenizer_s,  # here, meanwhile
-        }
-        self.model = _ModelInfo(**info)
-        self.vocab = Vocab(self.tokenizer, info["eos_ids"], info["special_ids"])
-        self.context_window = info["context_window"]
-        self.token_count = info["token_count"]
-        self.config.max_input_tokens = info["max_input_tokens"]
-        self.config.max_total_tokens = info["max_total_tokens"]
-        self.config.max_batch_prefill_tokens = info["max_batch_prefill_tokens"]
-        self._scheduler = RemoteScheduler(self, parent, process)  # type: ignore[assignment]
+        config.max_input_tokens = info["max_input_tokens"]
+        config.max_total_tokens = info["max_total_tokens"]
+        config.max_batch_prefill_tokens = info["max_batch_prefill_tokens"]
+        self._scheduler = RemoteScheduler(self, parent, process)
         self._scheduler.start()
-        self._ready.set()
+        return Loaded(
+            vocab=Vocab(tokenizer, info["eos_ids"], info["special_ids"]),
+            info=ModelInfo(
+                info["model_id"], info["dtype"], info["device"], info["sha"], info["context_window"]
+            ),
+            context_window=info["context_window"],
+            tokenizer=tokenizer,
+            token_count=info["token_count"],
+            stages={
+                "engine process start": started - spawned,
+                "its imports": imported - started,
+                "model load": loaded - imported,
+                "tokenizer": tokenizer_s,  # here, meanwhile
+            },
+        )
 
-    def _sampler(self, params: SamplingParams) -> Any:
-        # Sampling state lives with the model, in the child.
-        return None
+    def submit(self, seq: Sequence) -> None:
+        """Send a validated request to the child."""
+        assert self._scheduler is not None
+        self._scheduler.submit(seq)
 
+    def cancel(self, seq: Sequence) -> None:
+        """Ask the child to drop a request."""
+        if self._scheduler is not None:
+            self._scheduler.cancel(seq)
 
-class _ModelInfo:
-    """What the parent knows of the model in the child (for /info)."""
-
-    def __init__(self, **info: Any) -> None:
-        self.model_id = info.get("model_id")
-        self.dtype = info.get("dtype")
-        self.device = info.get("device")
-        self.sha = info.get("sha")
-        self.context_window = info.get("context_window")
-        self.eos_ids = info.get("eos_ids")
-        self.special_ids = info.get("special_ids")
+    def stop(self) -> None:
+        """Stop the child; requests still inside end with ``cancelled``."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
 
 
 def _thread_locked_progress_bars() -> None:

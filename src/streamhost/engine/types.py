@@ -148,3 +148,9 @@ class EngineNotReady(EngineError):
     """The model is still loading, or failed to load."""
 
     error_type = "unhealthy"
+
+
+class EngineUnavailable(EngineError):
+    """The engine asked for cannot run here (not installed, or not for this model)."""
+
+    error_type = "unhealthy"

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from streamhost.engine import Engine
+from streamhost.engine import GenerationEngine
 from streamhost.server import container, lmi, openai, tgi
 from streamhost.server.config import ServerConfig
 from streamhost.server.state import ModelServer
 
 
-def create_app(config: ServerConfig, engine: Engine | None = None) -> Starlette:
+def create_app(config: ServerConfig, engine: GenerationEngine | None = None) -> Starlette:
     """Build the model server's ASGI app."""
     routes = container.routes(config.api) + openai.routes
     routes += tgi.routes if config.api == "tgi" else lmi.routes

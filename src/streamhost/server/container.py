@@ -47,14 +47,14 @@ async def info(request: Request) -> Response:
     """TGI's ``Info``: the model and the server's limits."""
     server = server_of(request)
     e = server.config.engine
-    model = server.engine.model
+    model = server.engine.model_info
     return json_response(
         {
             "model_id": server.model_name,
             "model_sha": getattr(model, "sha", None),
             "model_pipeline_tag": "text-generation",
             "model_dtype": getattr(model, "dtype", None),
-            "model_device_type": str(getattr(model, "device", "cpu")),
+            "model_device_type": getattr(model, "device", "cpu"),
             "max_concurrent_requests": e.max_concurrent_requests,
             "max_best_of": e.max_best_of,
             "max_stop_sequences": e.max_stop_sequences,

@@ -14,12 +14,13 @@ from typing import Any
 from starlette.requests import Request
 
 from streamhost.engine import (
-    Engine,
     EngineError,
     EngineNotReady,
+    GenerationEngine,
     RequestStream,
     SamplingParams,
     TokenEvent,
+    make_engine,
 )
 from streamhost.server.config import ServerConfig
 from streamhost.server.http import HTTPError, read_json
@@ -32,9 +33,9 @@ log = logging.getLogger("streamhost.server")
 class ModelServer:
     """Holds the engine, sessions and counters behind the HTTP routes."""
 
-    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: GenerationEngine | None = None) -> None:
         self.config = config
-        self.engine = engine or make_engine(config)
+        self.engine = engine or make_engine(config.engine, process=config.engine_process)
         self.custom = None
         self.sessions = SessionStore(config.session_ttl)
         self.stats = RequestStats()
@@ -70,7 +71,6 @@ class ModelServer:
         except Exception as exc:  # any load failure is reported by /ping, not raised
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
-            self.engine.load_error = self.error
             log.error("model failed to load: %s", self.error)
 
     def shutdown(self) -> None:
@@ -142,13 +142,3 @@ def raise_if_failed(last: TokenEvent) -> None:
     """A generation that failed after it started is a 424 to a non-streaming request."""
     if last.error is not None:
         raise HTTPError(424, f"Request failed during generation: {last.error}", "generation")
-
-
-def make_engine(config: ServerConfig) -> Engine:
-    """The engine ``config`` asks for: in its own process, unless synthetic or disabled."""
-    model = config.engine.model
-    if config.engine_process and model and not model.startswith("synthetic:"):
-        from streamhost.engine.process import ProcessEngine
-
-        return ProcessEngine(config.engine)
-    return Engine(config.engine)

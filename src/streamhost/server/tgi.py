@@ -279,7 +279,7 @@ async def generate(
     raise_if_failed(events[-1])
     prompt_tokens = []
     if p.decoder_input_details:
-        prompt_tokens = [(i, server.engine.vocab.token_text(i)) for i in stream.prompt_ids]
+        prompt_tokens = [(i, server.engine.token_text(i)) for i in stream.prompt_ids]
     result = generate_response(events, req, prefix, prompt_tokens)
     server.stats.success += 1
     server.stats.duration.observe(time.perf_counter() - started)
