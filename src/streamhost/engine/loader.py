@@ -209,8 +209,6 @@ def load_model(config: EngineConfig) -> LoadedModel:
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         detail = " ".join(str(exc).split())  # one line, whatever the library wrote
         raise ModelLoadError(f"cannot load {config.model} from {path}: {detail}") from None
-    eos = _eos_ids(path, model_config, tokenizer)
-    special = frozenset(tokenizer.all_special_ids) | eos
     context = int(
         model_config.get("max_position_embeddings")
         or min(getattr(tokenizer, "model_max_length", 2048), 1 << 20)
@@ -221,7 +219,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
         path=path,
         model=model,
         tokenizer=tokenizer,
-        vocab=Vocab(tokenizer, eos, special),
+        vocab=make_vocab(path, tokenizer, model_config),
         device=device,
         dtype=str(dtype).removeprefix("torch."),
         context_window=context,
@@ -234,8 +232,17 @@ def _read_json(file: Path) -> dict:
     return json.loads(file.read_text("utf-8")) if file.is_file() else {}
 
 
+def make_vocab(path: Path, tokenizer: Any, model_config: dict | None = None) -> Vocab:
+    """The token facts of the model in ``path``: end-of-sequence ids (the generation
+    config's, the model config's and the tokenizer's) and special ids (those and the
+    tokenizer's own)."""
+    if model_config is None:
+        model_config = _read_json(path / "config.json")
+    eos = _eos_ids(path, model_config, tokenizer)
+    return Vocab(tokenizer, eos, frozenset(tokenizer.all_special_ids) | eos)
+
+
 def _eos_ids(path: Path, model_config: dict, tokenizer) -> frozenset[int]:
-    """End-of-sequence ids: the generation config's, the model config's and the tokenizer's."""
     ids: set[int] = set()
     for source in (_read_json(path / "generation_config.json"), model_config):
         value = source.get("eos_token_id")

@@ -7,6 +7,7 @@ sees is the one TGI would have reported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from streamhost.engine.config import EngineConfig
 from streamhost.engine.types import SamplingParams, ValidationError
@@ -130,3 +131,28 @@ def resolve_lengths(input_length: int, params: SamplingParams, config: EngineCon
             f"`inputs` must have less than {config.max_input_tokens} tokens. Given: {input_length}"
         )
     return max_new
+
+
+def prepare_request(
+    prompt: str | list[int],
+    params: SamplingParams,
+    config: EngineConfig,
+    encode: Callable[[str], list[int]],
+    token_count: int | None,
+) -> tuple[list[int], int]:
+    """Everything a request can be refused for, before it is queued (every engine's one
+    path): the parameters, the prompt (text through ``encode``, or token ids), truncation
+    and the length limits. Returns the prompt's token ids and ``max_new_tokens`` to use."""
+    validate_params(params, config)
+    if isinstance(prompt, str):
+        validate_inputs(prompt, None)
+        validate_truncate(params, config)
+        ids = encode(prompt)
+    else:
+        validate_inputs(None, prompt)
+        validate_truncate(params, config)
+        ids = list(prompt)
+        validate_token_ids(ids, token_count)
+    if params.truncate is not None and len(ids) > params.truncate:
+        ids = ids[-params.truncate :]
+    return ids, resolve_lengths(len(ids), params, config)

@@ -53,6 +53,21 @@ LMI_KNOWN_KEYS = {
     "option.tgi_compat",
     "option.enable_stateful_sessions",
     "option.sessions_expiration",
+    # Passed to vLLM when it is the engine.
+    "option.max_model_len",
+    "option.quantize",
+    "option.gpu_memory_utilization",
+}
+# LMI's option.rolling_batch: vllm asks for vLLM; the backends LMI removed (lmi-dist,
+# scheduler) and the rest mean "the best engine here".
+ROLLING_BATCH_ENGINES = {
+    "vllm": "vllm",
+    "auto": "auto",
+    "scheduler": "auto",
+    "lmi-dist": "auto",
+    "disable": "auto",
+    "deepspeed": "auto",
+    "trtllm": "auto",
 }
 LMI_DTYPES = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16", "auto": "auto"}
 
@@ -193,12 +208,17 @@ def build_config(
     model_dir: str | None = None,
     model: str | None = None,
     api: str = "auto",
+    engine: str | None = None,
     port: int | None = None,
     host: str = "127.0.0.1",
     request_timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
-    """Resolve the server's configuration from CLI flags, the environment and the model dir."""
+    """Resolve the server's configuration from CLI flags, the environment and the model dir.
+
+    ``engine`` (``--engine``) overrides what the container's own settings ask for (LMI's
+    ``option.rolling_batch``); ``None`` leaves them to decide.
+    """
     env = dict(os.environ if env is None else env)
     if request_timeout <= 0:
         raise ConfigError(f"--request-timeout must be positive, got {request_timeout:g}")
@@ -222,32 +242,33 @@ def build_config(
     config.request_timeout = request_timeout
     config.api_key = tgi.api_key
     config.instance_secret = env.get("STREAMHOST_INSTANCE_SECRET") or None
-    engine = config.engine
-    engine.cpu_threads = tgi.omp_num_threads
+    engine_config = config.engine
+    engine_config.cpu_threads = tgi.omp_num_threads
     if api == "tgi":
-        _apply_tgi(tgi, engine, folder, model)
+        _apply_tgi(tgi, engine_config, folder, model)
     else:
         props = read_properties(properties_file) if properties_file.exists() else {}
         props.update(_option_env(env))
         config.properties = props
         _apply_lmi(props, config, folder, model)
-    if tgi.sm_num_gpus is not None and tgi.sm_num_gpus > 1 and _gpu_count() < tgi.sm_num_gpus:
-        raise ConfigError(
-            f"SM_NUM_GPUS={tgi.sm_num_gpus} but this machine has {_gpu_count()} GPU(s): "
-            "set SM_NUM_GPUS to at most the number of GPUs"
-        )
+    if tgi.sm_num_gpus is not None and tgi.sm_num_gpus > 1:
+        if _gpu_count() < tgi.sm_num_gpus:
+            raise ConfigError(
+                f"SM_NUM_GPUS={tgi.sm_num_gpus} but this machine has {_gpu_count()} GPU(s): "
+                "set SM_NUM_GPUS to at most the number of GPUs"
+            )
+        engine_config.tensor_parallel_size = tgi.sm_num_gpus
     if tgi.quantize:
         if tgi.quantize not in QUANTIZE_VALUES:
             raise ConfigError(
                 f"HF_MODEL_QUANTIZE={tgi.quantize!r} is not a TGI quantization method "
                 f"(one of {', '.join(QUANTIZE_VALUES)})"
             )
-        raise ConfigError(
-            f"HF_MODEL_QUANTIZE={tgi.quantize} is not supported by streamhost yet: "
-            "unset it to serve the model unquantized"
-        )
+        engine_config.quantization = tgi.quantize  # only vLLM serves it: see choose_engine
+    if engine is not None:
+        engine_config.engine = engine
     try:
-        engine.check()
+        engine_config.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return config
@@ -340,6 +361,7 @@ def _apply_lmi(
             raise ConfigError(
                 f"option.tensor_parallel_degree={degree} but this machine has {_gpu_count()} GPU(s)"
             )
+        engine.tensor_parallel_size = degree
     if "option.max_rolling_batch_size" in props:
         engine.max_batch_size = _int(
             "option.max_rolling_batch_size", props["option.max_rolling_batch_size"]
@@ -353,9 +375,26 @@ def _apply_lmi(
             "option.max_rolling_batch_prefill_tokens",
             props["option.max_rolling_batch_prefill_tokens"],
         )
-    rolling = props.get("option.rolling_batch", "auto").lower()
-    if rolling not in ("auto", "scheduler", "lmi-dist", "vllm", "disable", "deepspeed", "trtllm"):
-        raise ConfigError(f"option.rolling_batch: unknown value {rolling!r}")
+    if "option.max_model_len" in props:
+        engine.max_total_tokens = _int("option.max_model_len", props["option.max_model_len"])
+    if props.get("option.quantize"):
+        engine.quantization = props["option.quantize"].strip()
+    if "option.gpu_memory_utilization" in props:
+        value = props["option.gpu_memory_utilization"]
+        try:
+            engine.gpu_memory_utilization = float(value)
+        except ValueError:
+            engine.gpu_memory_utilization = -1.0
+        if not 0 < engine.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"option.gpu_memory_utilization: expected a number in (0, 1]; got {value!r}"
+            )
+    rolling = props.get("option.rolling_batch", "auto").strip().lower()
+    if rolling not in ROLLING_BATCH_ENGINES:
+        raise ConfigError(
+            f"option.rolling_batch: unknown value {rolling!r} (vllm, auto, lmi-dist or scheduler)"
+        )
+    engine.engine = ROLLING_BATCH_ENGINES[rolling]
     formatter = props.get("option.output_formatter", "").strip()
     tgi_compat = _bool("option.tgi_compat", props.get("option.tgi_compat", "false"))
     if tgi_compat and not formatter:

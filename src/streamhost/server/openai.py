@@ -173,8 +173,12 @@ def _part_text(part: Any, role: Any, where: str) -> str:
     return text
 
 
-def sampling_params(req: _Common, top_n: int = 0) -> SamplingParams:
-    """Translate OpenAI parameters; temperature 0 means greedy, the stop string is cut."""
+def sampling_params(req: _Common, top_n: int = 0, logprobs: bool = False) -> SamplingParams:
+    """Translate OpenAI parameters; temperature 0 means greedy, the stop string is cut.
+
+    Log-probabilities are asked of the engine only when the response reports them
+    (``logprobs`` on a chat request): on vLLM they cost every request that asks.
+    """
     if req.n not in (None, 1):
         raise HTTPError(400, "only n=1 is supported", "invalid_request_error")
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
@@ -196,6 +200,7 @@ def sampling_params(req: _Common, top_n: int = 0) -> SamplingParams:
         stop=stops,
         include_stop_str_in_output=False,
         ignore_eos=req.ignore_eos,
+        logprobs=logprobs,
         top_n_tokens=top_n,
     )
 
@@ -443,7 +448,7 @@ async def chat(body: Any, request: Request) -> Response:
     except Exception as exc:  # a template error is the client's (bad roles, content)
         raise HTTPError(422, f"Template error: {exc}", "template_error") from None
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
-    stream = server.submit(prompt, sampling_params(req, top_n), special=False)
+    stream = server.submit(prompt, sampling_params(req, top_n, req.logprobs), special=False)
     model = req.model or server.model_name
 
     def remember(event: TokenEvent) -> None:
