@@ -52,6 +52,7 @@ __all__ = [
     "ROLE",
     "SECRET_KEY",
     "TGI_IMAGE",
+    "VLLM_IMAGE",
     "GatewayProcess",
     "GatewayThread",
     "ServerThread",
@@ -89,6 +90,8 @@ TGI_IMAGE = (
     "huggingface-pytorch-tgi-inference:2.0.1-tgi0.9.3-gpu-py39-cu118-ubuntu20.04"
 )
 LMI_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.23.0-deepspeed0.9.5-cu118"
+# AWS's vLLM container for SageMaker (configured by SM_VLLM_* variables).
+VLLM_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.11.2-sagemaker-v1.2"
 FAST = {"Delay": 0.2, "MaxAttempts": 600}  # boto3 waiter config
 
 
@@ -242,7 +245,8 @@ class GatewayProcess:
     trusted to reach it. `env` replaces the environment it runs in (AWS_ variables are
     always left out); `credentials` is the shared-credentials file it reads (one holding
     the test key pair is written in the state folder by default); `launcher` is what
-    Python runs in place of `-m streamhost.cli` (a `-c` script that calls `cli.main`).
+    Python runs in place of `-m streamhost.cli` (a `-c` script that calls `cli.main`);
+    `python` is the interpreter (its instances start with the same one).
     """
 
     def __init__(
@@ -253,8 +257,10 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         credentials: Path | None = None,
         launcher: tuple[str, ...] = ("-m", "streamhost.cli"),
+        python: str = sys.executable,
     ) -> None:
         self.launcher = launcher
+        self.python = python
         self.state_dir = state_dir
         self.args = args
         self.ca_file = ca_file
@@ -280,7 +286,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 60) -> GatewayProcess:
         argv = [
-            *[sys.executable, *self.launcher, "--log-level", "warning", "gateway"],
+            *[self.python, *self.launcher, "--log-level", "warning", "gateway"],
             *["--port", str(self.port), "--state", str(self.db)],
             *["--credentials", str(self.credentials), *self.args],
         ]

@@ -254,8 +254,9 @@ def _add_serve_model(sub: Any) -> None:
     serve.add_argument(
         "--api",
         default="auto",
-        choices=["auto", "tgi", "lmi"],
-        help="API personality (auto: lmi when serving.properties exists)",
+        choices=["auto", "tgi", "lmi", "vllm"],
+        help="API personality (auto: lmi when serving.properties exists, else tgi; vllm: "
+        "AWS's vLLM container, SM_VLLM_* settings and OpenAI bodies on /invocations)",
     )
     serve.add_argument(
         "--engine",

@@ -26,6 +26,18 @@ def test_tgi_images_run_the_tgi_personality(image):
 @pytest.mark.parametrize(
     "image",
     [
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.11.2-sagemaker-v1.2",
+        "public.ecr.aws/deep-learning-containers/vllm:0.11.2-gpu-py312-cu129-ubuntu22.04-sagemaker-v1.2",
+        "streamhost:vllm",
+    ],
+)
+def test_vllm_images_run_the_vllm_personality(image):
+    assert personality(image) == "vllm"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.23.0-deepspeed0.9.5-cu118",
         "763104351884.dkr.ecr.us-west-2.amazonaws.com/djl-inference:0.29.0-lmi11.0.0-cu124",
         "deepjavalibrary/djl-serving:0.23.0-deepspeed",
@@ -60,7 +72,7 @@ def test_streamhost_images_choose_by_tag_or_automatically(image, expected):
     ],
 )
 def test_other_images_are_refused_with_the_images_that_work(image):
-    with pytest.raises(UnsupportedImage, match="use a TGI, LMI/DJL or streamhost image URI"):
+    with pytest.raises(UnsupportedImage, match="use a TGI, LMI/DJL, vLLM or streamhost image URI"):
         personality(image)
 
 

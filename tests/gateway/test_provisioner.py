@@ -9,11 +9,13 @@ import pytest
 from botocore.exceptions import WaiterError
 
 from streamhost import cli
+from streamhost.engine import vllm_installed
 from streamhost.gateway.provisioner import gpu_available, is_accelerated, read_instance_logs
 from tests.harness import (
     LMI_IMAGE,
     ROLE,
     TGI_IMAGE,
+    VLLM_IMAGE,
     GatewayThread,
     assert_no_model_servers,
     create_synthetic_endpoint,
@@ -48,6 +50,27 @@ def test_an_instance_that_exits_fails_the_endpoint_with_its_log_tail(gateway):
     assert "HF_MODEL_QUANTIZE='bogus' is not a TGI quantization method" in reason
     assert not model_servers()
     sm.delete_endpoint(EndpointName="broken")
+
+
+@pytest.mark.skipif(vllm_installed(), reason="vLLM is installed in this Python")
+@pytest.mark.parametrize(
+    ("image", "environment"),
+    [
+        (LMI_IMAGE, {"OPTION_MODEL_ID": "tiny", "OPTION_ROLLING_BATCH": "vllm"}),
+        (VLLM_IMAGE, {"SM_VLLM_MODEL": "tiny"}),
+    ],
+    ids=["lmi-rolling-batch-vllm", "vllm-image"],
+)
+def test_vllm_asked_for_without_vllm_fails_the_endpoint_with_the_reason(
+    gateway, image, environment
+):
+    sm = gateway.sm()
+    create_synthetic_endpoint(sm, "wants-vllm", image=image, environment=environment, wait=False)
+    reason = failed(sm, "wants-vllm")
+    assert "exited with status 2 before passing its health check" in reason
+    assert "the vllm engine was asked for but vLLM is not installed" in reason
+    assert not model_servers()
+    sm.delete_endpoint(EndpointName="wants-vllm")
 
 
 def test_an_instance_that_never_gets_healthy_fails_after_the_startup_timeout(tmp_path):

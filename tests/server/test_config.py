@@ -160,3 +160,47 @@ def test_vllm_cannot_run_the_synthetic_model(tmp_path):
     )
     with pytest.raises(EngineUnavailable, match="use --engine builtin"):
         choose_engine(config.engine)
+
+
+@pytest.mark.skipif(vllm_installed(), reason="vLLM is installed in this Python")
+def test_serve_model_asked_for_vllm_without_it_says_so_in_one_line(capsys):
+    from streamhost import cli
+
+    assert cli.main(["serve-model", "--model", "tiny", "--engine", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("streamhost serve-model: the vllm engine was asked for but vLLM")
+
+
+def test_vllm_container_settings_are_vllms_flags(tmp_path, caplog):
+    env = {
+        "SM_VLLM_MODEL": "tiny",
+        "SM_VLLM_DTYPE": "half",
+        "SM_VLLM_MAX_MODEL_LEN": "1024",
+        "SM_VLLM_MAX_NUM_SEQS": "16",
+        "SM_VLLM_TENSOR_PARALLEL_SIZE": "1",
+        "SM_VLLM_GPU_MEMORY_UTILIZATION": "0.8",
+        "SM_VLLM_TRUST_REMOTE_CODE": "",
+        "SM_VLLM_ENABLE_PREFIX_CACHING": "",
+    }
+    config = build_config(model_dir=str(tmp_path), api="vllm", env=env)
+    engine = config.engine
+    assert (engine.engine, engine.model, engine.dtype) == ("vllm", "tiny", "float16")
+    assert (engine.max_total_tokens, engine.max_batch_size) == (1024, 16)
+    assert engine.gpu_memory_utilization == 0.8 and engine.trust_remote_code
+    assert "SM_VLLM_ENABLE_PREFIX_CACHING is not used by streamhost; ignored" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SM_VLLM_DTYPE", "fp8", "SM_VLLM_DTYPE: expected one of auto, half"),
+        ("SM_VLLM_GPU_MEMORY_UTILIZATION", "2", "SM_VLLM_GPU_MEMORY_UTILIZATION: expected"),
+        ("SM_VLLM_MAX_MODEL_LEN", "lots", "SM_VLLM_MAX_MODEL_LEN"),
+    ],
+)
+def test_bad_vllm_container_settings_are_named(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(
+            model_dir=str(tmp_path), api="vllm", env={"SM_VLLM_MODEL": "tiny", name: value}
+        )

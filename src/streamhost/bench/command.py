@@ -54,6 +54,14 @@ def add_bench_command(subparsers) -> None:
     )
     p.add_argument("--no-peer", action="store_true", help="skip transformers serve / nginx")
     p.add_argument(
+        "--vllm-python",
+        default=None,
+        metavar="PYTHON",
+        help="server scenario: also measure streamhost on --engine vllm and vLLM's own server, "
+        "run with this Python (one with vLLM and streamhost installed, such as "
+        ".venv-vllm/bin/python after `make test`)",
+    )
+    p.add_argument(
         "--smoke", action="store_true", help="seconds-long run of every scenario (for CI)"
     )
     p.add_argument(
@@ -112,6 +120,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         peer=not args.no_peer,
                         rate=args.rate,
                         model=args.model,
+                        vllm_python=args.vllm_python,
                         progress=progress,
                     )
                 )

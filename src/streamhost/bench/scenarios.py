@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psutil
+
 from streamhost.bench.loadgen import Workload, random_prompts, run
 from streamhost.bench.metrics import Summary, summarize
 from streamhost.ports import free_port
@@ -205,11 +207,27 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start(cmd: list[str], ready_url: str, log: str) -> subprocess.Popen:
+# vLLM on a CPU: a small KV cache (it takes 92 % of the memory otherwise).
+VLLM_BENCH_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+def start(
+    cmd: list[str],
+    ready_url: str,
+    log: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.Popen:
     with open(log, "w") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     try:
-        wait_ready(ready_url, proc)
+        wait_ready(ready_url, proc, timeout)
     except Exception:
         stop(proc)
         raise
@@ -224,9 +242,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 @dataclass
 class ServerRuns:
-    """Summaries per server name and concurrency."""
+    """Summaries per server name and concurrency, and the CPU seconds each server's HTTP
+    process spent per run (its engine's processes excluded: the front's own cost)."""
 
     runs: dict[str, dict[int, list[Summary]]] = field(default_factory=dict)
+    front_cpu: dict[str, dict[int, list[float]]] = field(default_factory=dict)
 
     def median(self, name: str, concurrency: int, get: Callable[[Summary], float]) -> float:
         return statistics.median(get(s) for s in self.runs[name][concurrency])
@@ -242,9 +262,16 @@ def model_server(
     rate: float | None = None,
     progress: Progress | None = None,
     model: str = "tiny",
+    vllm_python: str | None = None,
 ) -> Table:
     """Scenario 2: streamhost vs ``transformers serve --continuous-batching`` on ``model``
-    (both on their default device: the GPU when there is one)."""
+    (both on their default device: the GPU when there is one).
+
+    With ``vllm_python`` (a Python that has vLLM and streamhost) two more servers run in
+    the same interleaved rounds: streamhost on ``--engine vllm`` and vLLM's own OpenAI
+    server, both in float32 on ``model``; every server is then measured on OpenAI
+    completions (vLLM's server has no chat template for a model without one).
+    """
     from transformers import AutoTokenizer
 
     from streamhost.engine.loader import resolve_model_path
@@ -271,9 +298,12 @@ def model_server(
             f"http://127.0.0.1:{port}/ping",
             os.path.join(_log_dir(), "bench-streamhost.log"),
         )
+        api = "openai-completions" if vllm_python else "openai-chat"
         servers["streamhost"] = Workload(
-            f"http://127.0.0.1:{port}", prompts, new_tokens, model=model
+            f"http://127.0.0.1:{port}", prompts, new_tokens, api=api, model=model
         )
+        if vllm_python:
+            _start_vllm_peers(vllm_python, folder, model, prompts, new_tokens, servers, processes)
         if peer:
             exe = shutil.which("transformers") or os.path.join(
                 os.path.dirname(sys.executable), "transformers"
@@ -303,7 +333,12 @@ def model_server(
             n = requests_per_run or 3 * c
             for rep in range(repeats):
                 for name, workload in servers.items():
+                    front = psutil.Process(processes[name].pid)
+                    cpu_before = sum(front.cpu_times()[:2])
                     res, duration = asyncio.run(run(workload, n, c, rate=rate, seed=rep))
+                    results.front_cpu.setdefault(name, {}).setdefault(c, []).append(
+                        sum(front.cpu_times()[:2]) - cpu_before
+                    )
                     if processes[name].poll() is not None:  # died during the run (out of memory?)
                         raise RuntimeError(
                             f"{name} exited with {processes[name].returncode} during the run at "
@@ -334,6 +369,8 @@ def model_server(
             "ITL p99 ms",
             "E2E p50 ms",
             "failed",
+            "front CPU ms/req",
+            "front CPU µs/token",
         ],
     )
     metrics = {
@@ -343,6 +380,7 @@ def model_server(
         "ITL p50": lambda s: s.itl["p50"],
     }
     for c in concurrencies:
+        n_requests = requests_per_run or 3 * c
         for name in names:
             m = functools.partial(results.median, name, c)
             table.rows.append(
@@ -357,10 +395,14 @@ def model_server(
                     m(lambda s: s.itl["p99"]),
                     m(lambda s: s.e2e["p50"]),
                     m(lambda s: s.failed),
+                    statistics.median(results.front_cpu[name][c]) * 1000 / n_requests,
+                    statistics.median(results.front_cpu[name][c]) * 1e6 / n_requests / new_tokens,
                 ]
             )
             for label, get in metrics.items():
                 table.series.setdefault(label, {}).setdefault(name, []).append(m(get))
+        if "vLLM" in names:
+            table.notes.append(_vllm_note(results, c))
         if len(names) == 2:
             ours = results.median(names[0], c, lambda s: s.output_throughput)
             theirs = results.median(names[1], c, lambda s: s.output_throughput)
@@ -375,6 +417,68 @@ def model_server(
                 table.notes.append(f"concurrency {c}: the peer produced no tokens (see failed)")
     table.series["x"] = {"concurrency": [float(c) for c in concurrencies]}
     return table
+
+
+def _start_vllm_peers(
+    python: str,
+    folder: str,
+    model: str,
+    prompts: list[str],
+    new_tokens: int,
+    servers: dict[str, Workload],
+    processes: dict[str, subprocess.Popen],
+) -> None:
+    """streamhost on vLLM's engine and vLLM's own server, on the same folder in float32."""
+    port = free_port()
+    processes["streamhost (vllm)"] = start(
+        [
+            *[python, "-m", "streamhost.cli", "serve-model", "--engine", "vllm"],
+            *["--model", folder, "--port", str(port)],
+        ],
+        f"http://127.0.0.1:{port}/ping",
+        os.path.join(_log_dir(), "bench-streamhost-vllm.log"),
+        env=VLLM_BENCH_ENV,
+        timeout=900,
+    )
+    servers["streamhost (vllm)"] = Workload(
+        f"http://127.0.0.1:{port}", prompts, new_tokens, api="openai-completions", model=model
+    )
+    port = free_port()
+    processes["vLLM"] = start(
+        [
+            *[python, "-m", "vllm.entrypoints.openai.api_server", "--model", folder],
+            *["--served-model-name", model, "--dtype", "float32", "--disable-log-stats"],
+            *["--host", "127.0.0.1", "--port", str(port)],
+        ],
+        f"http://127.0.0.1:{port}/v1/models",
+        os.path.join(_log_dir(), "bench-vllm.log"),
+        env=VLLM_BENCH_ENV,
+        timeout=900,
+    )
+    servers["vLLM"] = Workload(
+        f"http://127.0.0.1:{port}", prompts, new_tokens, api="openai-completions", model=model
+    )
+
+
+def _vllm_note(results: ServerRuns, c: int) -> str:
+    """streamhost on vLLM against bare vLLM at one concurrency: the issue's targets."""
+
+    def med(name: str, get: Callable[[Summary], float]) -> float:
+        return results.median(name, c, get)
+
+    ours, bare = "streamhost (vllm)", "vLLM"
+    tps = med(ours, lambda s: s.output_throughput) / max(
+        med(bare, lambda s: s.output_throughput), 1e-9
+    )
+    ttft = med(ours, lambda s: s.ttft["p50"]) - med(bare, lambda s: s.ttft["p50"])
+    itl = med(ours, lambda s: s.itl["p50"]) - med(bare, lambda s: s.itl["p50"])
+    builtin = med("streamhost", lambda s: s.output_throughput) / max(
+        med(bare, lambda s: s.output_throughput), 1e-9
+    )
+    return (
+        f"concurrency {c}: streamhost on vLLM / bare vLLM tok/s = {tps:.1%}; TTFT p50 "
+        f"{ttft:+.1f} ms; ITL p50 {itl:+.2f} ms; our engine / vLLM tok/s = {builtin:.2f}x"
+    )
 
 
 def _log_dir() -> str:

@@ -55,7 +55,7 @@ class EndpointInfo:
 
 
 def api_of_container(container: Mapping[str, Any]) -> str:
-    """``tgi``, ``lmi`` or ``unknown`` for a model's container definition."""
+    """``tgi``, ``lmi``, ``vllm`` or ``unknown`` for a model's container definition."""
     image = str(container.get("Image") or "")
     try:
         api = personality(image)

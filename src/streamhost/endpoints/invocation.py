@@ -55,7 +55,18 @@ def request_body(
     when deployed by streamhost); LMI samples only with ``do_sample``, so it is sent to make
     the temperature count. Temperature 0 is sent as ``do_sample: false`` and no
     temperature: TGI's ``/generate`` refuses 0 ("`temperature` must be strictly positive").
+    vLLM's container: an OpenAI chat body (its ``/invocations`` takes nothing else).
     """
+    if api == "vllm":
+        chat: dict[str, Any] = {
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": parameters.max_new_tokens,
+            "temperature": parameters.temperature,
+            "stream": stream,
+        }
+        if stream:
+            chat["stream_options"] = {"include_usage": True}
+        return json.dumps(chat).encode()
     fields: dict[str, Any] = {"max_new_tokens": parameters.max_new_tokens}
     if parameters.greedy:
         fields["do_sample"] = False

@@ -24,7 +24,8 @@ class EngineConfig:
     trust_remote_code: bool = False
     dtype: str = "auto"
     device: str = "auto"
-    max_batch_size: int = 32
+    # Requests decoded together; ``None``: 32 on our engine, vLLM's own default on vLLM.
+    max_batch_size: int | None = None
     # Prompt tokens prefilled together in one iteration; ``None``: 4096 on a GPU, 512 on
     # the CPU, where prefill is compute-bound and smaller groups reach first tokens sooner.
     # A single longer prompt is still admitted on its own.
@@ -51,6 +52,8 @@ class EngineConfig:
 
     def resolve_limits(self, context_window: int, device_type: str = "cpu") -> None:
         """Fill the limits the user left open from the model's context window and device."""
+        if self.max_batch_size is None:
+            self.max_batch_size = 32
         if self.max_batch_prefill_tokens is None:
             self.max_batch_prefill_tokens = 512 if device_type == "cpu" else 4096
         if self.max_total_tokens is None:

@@ -202,6 +202,7 @@ class ProcessHost:
         config.max_input_tokens = info["max_input_tokens"]
         config.max_total_tokens = info["max_total_tokens"]
         config.max_batch_prefill_tokens = info["max_batch_prefill_tokens"]
+        config.max_batch_size = info["max_batch_size"]
         self._scheduler = RemoteScheduler(self, parent, process)
         self._scheduler.start()
         return Loaded(
@@ -307,6 +308,7 @@ def engine_main(conn: Any, config: EngineConfig) -> None:
                 "max_input_tokens": config.max_input_tokens,
                 "max_total_tokens": config.max_total_tokens,
                 "max_batch_prefill_tokens": config.max_batch_prefill_tokens,
+                "max_batch_size": config.max_batch_size,
                 "eos_ids": loaded.vocab.eos_ids,
                 "special_ids": loaded.vocab.special_ids,
                 "times": (started, imported, time.time()),

@@ -109,11 +109,12 @@ class VllmEngine:
         config = self.config
         started = time.time()
         path = resolve_model_path(config.model, config.revision, config.trust_remote_code)
-        from vllm import SamplingParams as VllmSampling
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
+
+        from vllm import SamplingParams as VllmSampling
 
         imported = time.time()
         self._sampling = (VllmSampling, TokensPrompt, RequestOutputKind.DELTA)
@@ -130,10 +131,11 @@ class VllmEngine:
             config.max_total_tokens = context
         if config.max_input_tokens is None or config.max_input_tokens >= config.max_total_tokens:
             config.max_input_tokens = config.max_total_tokens - 1
+        scheduler = self._llm.vllm_config.scheduler_config
         if config.max_batch_prefill_tokens is None:
-            config.max_batch_prefill_tokens = int(
-                self._llm.vllm_config.scheduler_config.max_num_batched_tokens
-            )
+            config.max_batch_prefill_tokens = int(scheduler.max_num_batched_tokens)
+        if config.max_batch_size is None:
+            config.max_batch_size = int(scheduler.max_num_seqs)
         config.check()
         device = str(self._llm.vllm_config.device_config.device_type)
         self.model_info = ModelInfo(
@@ -166,10 +168,11 @@ class VllmEngine:
             "tokenizer": str(path),
             "dtype": dtype,
             "trust_remote_code": config.trust_remote_code,
-            "max_num_seqs": config.max_batch_size,
             "tensor_parallel_size": config.tensor_parallel_size,
             "disable_log_stats": True,
         }
+        if config.max_batch_size is not None:
+            kwargs["max_num_seqs"] = config.max_batch_size
         if config.max_total_tokens is not None:
             kwargs["max_model_len"] = config.max_total_tokens
         if config.max_batch_prefill_tokens is not None:

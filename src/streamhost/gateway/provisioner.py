@@ -474,7 +474,8 @@ class LocalProcessProvisioner:
                         f"Variant {plan.name}: cannot write its model folder {data_dir}: "
                         f"{error.strerror or error}"
                     ) from None
-            root = data_dir if plan.api == "tgi" else model_root(data_dir)
+            # TGI and vLLM load /opt/ml/model itself; LMI may load its only subfolder.
+            root = data_dir if plan.api in ("tgi", "vllm") else model_root(data_dir)
             fleet.model_dirs[plan.name] = (data_dir, root)
         return made
 

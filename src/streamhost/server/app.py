@@ -24,7 +24,8 @@ from streamhost.server.state import ModelServer
 def create_app(config: ServerConfig, engine: GenerationEngine | None = None) -> Starlette:
     """Build the model server's ASGI app."""
     routes = container.routes(config.api) + openai.routes
-    routes += tgi.routes if config.api == "tgi" else lmi.routes
+    if config.api != "vllm":  # vLLM's container speaks OpenAI's API only
+        routes += tgi.routes if config.api == "tgi" else lmi.routes
     # Limits on a request's head are the HTTP protocol's (`server_config` in http.py).
     app = Starlette(routes=routes, lifespan=_lifespan)
     app.state.server = ModelServer(config, engine)

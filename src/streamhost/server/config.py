@@ -70,6 +70,29 @@ ROLLING_BATCH_ENGINES = {
     "trtllm": "auto",
 }
 LMI_DTYPES = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16", "auto": "auto"}
+# AWS's vLLM container turns each SM_VLLM_<NAME> variable into vLLM's --<name> flag; these
+# are the flags streamhost honours (the others are logged and ignored).
+VLLM_ENV_PREFIX = "SM_VLLM_"
+VLLM_FLAGS = {
+    "model",
+    "revision",
+    "trust-remote-code",
+    "dtype",
+    "max-model-len",
+    "max-num-seqs",
+    "max-num-batched-tokens",
+    "tensor-parallel-size",
+    "quantization",
+    "gpu-memory-utilization",
+}
+VLLM_DTYPES = {
+    "auto": "auto",
+    "half": "float16",
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+    "float": "float32",
+    "float32": "float32",
+}
 
 
 class ConfigError(Exception):
@@ -226,8 +249,8 @@ def build_config(
     properties_file = folder / "serving.properties"
     if api == "auto":
         api = "lmi" if properties_file.exists() else "tgi"
-    if api not in ("tgi", "lmi"):
-        raise ConfigError(f"--api must be auto, tgi or lmi; got {api!r}")
+    if api not in ("tgi", "lmi", "vllm"):
+        raise ConfigError(f"--api must be auto, tgi, lmi or vllm; got {api!r}")
     try:
         tgi = TGIEnvironment.model_validate(env)
     except ValidationError as exc:
@@ -246,6 +269,8 @@ def build_config(
     engine_config.cpu_threads = tgi.omp_num_threads
     if api == "tgi":
         _apply_tgi(tgi, engine_config, folder, model)
+    elif api == "vllm":
+        _apply_vllm(env, engine_config, folder, model)
     else:
         props = read_properties(properties_file) if properties_file.exists() else {}
         props.update(_option_env(env))
@@ -301,6 +326,61 @@ def _apply_tgi(tgi: TGIEnvironment, engine: EngineConfig, folder: Path, model: s
                 f"`max_input_tokens`({engine.max_input_tokens}) must be < "
                 f"`max_total_tokens`({engine.max_total_tokens})"
             )
+
+
+def _apply_vllm(
+    env: Mapping[str, str], engine: EngineConfig, folder: Path, model: str | None
+) -> None:
+    """AWS's vLLM container: each ``SM_VLLM_<NAME>`` variable is vLLM's ``--<name>`` flag."""
+    settings = {
+        key[len(VLLM_ENV_PREFIX) :].lower().replace("_", "-"): value
+        for key, value in env.items()
+        if key.startswith(VLLM_ENV_PREFIX)
+    }
+    for name in settings:
+        if name not in VLLM_FLAGS:
+            log.warning("%s%s is not used by streamhost; ignored", VLLM_ENV_PREFIX, _env(name))
+    engine.engine = "vllm"  # the image's engine: without vLLM it fails, as the image would
+    engine.model = model or settings.get("model") or _folder_model(folder)
+    engine.revision = settings.get("revision") or None
+    if "trust-remote-code" in settings:  # a flag: set with no value means on
+        value = settings["trust-remote-code"] or "true"
+        engine.trust_remote_code = _bool("SM_VLLM_TRUST_REMOTE_CODE", value)
+    if "dtype" in settings:
+        value = settings["dtype"].strip().lower()
+        if value not in VLLM_DTYPES:
+            raise ConfigError(
+                f"SM_VLLM_DTYPE: expected one of {', '.join(VLLM_DTYPES)}; got {value!r}"
+            )
+        engine.dtype = VLLM_DTYPES[value]
+    for name, field_name in (
+        ("max-model-len", "max_total_tokens"),
+        ("max-num-seqs", "max_batch_size"),
+        ("max-num-batched-tokens", "max_batch_prefill_tokens"),
+        ("tensor-parallel-size", "tensor_parallel_size"),
+    ):
+        if name in settings:
+            setattr(engine, field_name, _int(VLLM_ENV_PREFIX + _env(name), settings[name]))
+    if settings.get("quantization"):
+        engine.quantization = settings["quantization"]
+    if "gpu-memory-utilization" in settings:
+        engine.gpu_memory_utilization = _fraction(
+            VLLM_ENV_PREFIX + "GPU_MEMORY_UTILIZATION", settings["gpu-memory-utilization"]
+        )
+
+
+def _env(flag: str) -> str:
+    return flag.upper().replace("-", "_")
+
+
+def _fraction(key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number <= 1:
+        raise ConfigError(f"{key}: expected a number in (0, 1]; got {value!r}")
+    return number
 
 
 def _folder_model(folder: Path) -> str:
@@ -380,15 +460,9 @@ def _apply_lmi(
     if props.get("option.quantize"):
         engine.quantization = props["option.quantize"].strip()
     if "option.gpu_memory_utilization" in props:
-        value = props["option.gpu_memory_utilization"]
-        try:
-            engine.gpu_memory_utilization = float(value)
-        except ValueError:
-            engine.gpu_memory_utilization = -1.0
-        if not 0 < engine.gpu_memory_utilization <= 1:
-            raise ConfigError(
-                f"option.gpu_memory_utilization: expected a number in (0, 1]; got {value!r}"
-            )
+        engine.gpu_memory_utilization = _fraction(
+            "option.gpu_memory_utilization", props["option.gpu_memory_utilization"]
+        )
     rolling = props.get("option.rolling_batch", "auto").strip().lower()
     if rolling not in ROLLING_BATCH_ENGINES:
         raise ConfigError(

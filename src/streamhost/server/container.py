@@ -122,6 +122,12 @@ async def invocations(request: Request) -> Response:
         return await openai.chat(body, request)
     if "prompt" in body and "inputs" not in body:
         return await openai.complete(body, request)
+    if server.config.api == "vllm":
+        raise HTTPError(
+            400,
+            "vLLM's /invocations takes an OpenAI chat body (messages) or completion body (prompt)",
+            "invalid_request_error",
+        )
     if server.config.api == "lmi":
         return await lmi.invoke(body, request)
     return await tgi.generate(body, request, compat=True)
@@ -155,7 +161,7 @@ def session_request(body: dict[str, Any], request: Request) -> Response:
 
 def routes(api: str) -> list[Route]:
     """The container's routes; ``/invocations`` answers errors in the personality's form."""
-    errors = lmi.error_response if api == "lmi" else tgi.error_response
+    errors = {"lmi": lmi.error_response, "vllm": openai.error_response}.get(api, tgi.error_response)
     return [
         Route("/ping", ping, methods=["GET"]),
         Route("/health", ping, methods=["GET"]),

@@ -1,0 +1,52 @@
+"""The vLLM tier: our APIs on `--engine vllm`, with real clients, in vLLM's environment.
+
+vLLM's CPU build lives in its own virtual environment (`make test` installs it into
+`.venv-vllm` and names its Python in STREAMHOST_VLLM_PYTHON), with streamhost installed
+beside it: the model server and the gateway of this tier run on that Python, the clients
+run here. vLLM's start (its compile warm-up) takes 1–2.5 minutes on this machine, so the
+tier starts it at most twice: one model server shared by every test (`vllm_server`, one
+xdist group), and the one instance `test_gateway_vllm` deploys. Where vLLM is not
+installed the whole tier is skipped with one line saying why.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.vllm.tier import VLLM_PYTHON, VLLM_START_TIMEOUT, ModelServerProcess
+
+# What the model servers' own `tgi_server` (tests/server/conftest.py) is started with, so
+# the client suite imported into test_clients_on_vllm.py asserts the same limits.
+TGI_ENV = {"HF_MODEL_ID": "tiny", "MAX_TOTAL_TOKENS": "2048", "MAX_INPUT_LENGTH": "1900"}
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
+    """One `serve-model --engine vllm` on `tiny` in float32, shared by the tier."""
+    assert VLLM_PYTHON is not None
+    log = tmp_path_factory.mktemp("vllm") / "serve-model.log"
+    server = ModelServerProcess(VLLM_PYTHON, log, "--engine", "vllm", env=TGI_ENV)
+    try:
+        yield server.wait_ready(VLLM_START_TIMEOUT)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
+    """Our engine on the same model, for the comparisons (seconds to start)."""
+    log = tmp_path_factory.mktemp("builtin") / "serve-model.log"
+    server = ModelServerProcess(sys.executable, log, "--engine", "builtin", env=TGI_ENV)
+    try:
+        yield server.wait_ready(120)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tgi_server(vllm_server: ModelServerProcess) -> ModelServerProcess:
+    """The model servers' client suite, pointed at the vLLM engine."""
+    return vllm_server
