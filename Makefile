@@ -68,7 +68,7 @@ chromium:
 
 test: $(TEST_STAMP) $(VLLM_STAMP) chromium
 	@$(BYTECODE)
-	STREAMHOST_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PYTEST)
+	STREAMHOST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PYTEST)
 
 check: $(TEST_STAMP)
 	@$(BYTECODE)

@@ -199,7 +199,9 @@ def test_an_image_streamhost_cannot_run_is_refused_at_create_model(steady):
         )
     status, code, message = error_of(raised)
     assert (status, code) == (400, "ValidationException")
-    assert "cannot be run by streamhost: use a TGI, LMI/DJL, vLLM or streamhost image URI" in message
+    assert (
+        "cannot be run by streamhost: use a TGI, LMI/DJL, vLLM or streamhost image URI" in message
+    )
     still_serving(steady)
 
 

@@ -27,7 +27,9 @@ def vllm_python() -> str | None:
         capture_output=True,
         timeout=60,
     )
-    return candidate if probe.returncode == 0 else None
+    # Absolute, not resolved: the venv's python is a link, and the instances a gateway
+    # starts run it from their own folders.
+    return os.path.abspath(candidate) if probe.returncode == 0 else None
 
 
 VLLM_PYTHON = vllm_python()

@@ -8,6 +8,7 @@ Importing this package does not import torch; the ``synthetic:DELAY_MS`` model n
 
 from streamhost.engine.config import ENGINES, EngineConfig
 from streamhost.engine.core import Engine
+from streamhost.engine.metrics import EngineMetrics, Histogram
 from streamhost.engine.protocol import GenerationEngine, ModelInfo
 from streamhost.engine.stream import RequestStream
 from streamhost.engine.types import (
@@ -81,11 +82,13 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineError",
+    "EngineMetrics",
     "EngineNotReady",
     "EngineUnavailable",
     "FinishReason",
     "GenerationEngine",
     "GenerationError",
+    "Histogram",
     "ModelInfo",
     "OverloadedError",
     "RequestStream",

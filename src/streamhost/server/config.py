@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from streamhost.engine.config import EngineConfig
+from streamhost.engine import EngineConfig
 
 log = logging.getLogger("streamhost.server")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from streamhost.engine.metrics import EngineMetrics, Histogram
+from streamhost.engine import EngineMetrics, Histogram
 
 
 @dataclass
