@@ -62,11 +62,12 @@ class ModelServer:
             if self.config.engine.model:
                 self.engine.load_model()
             self.state = "ready"
-            stages = ", ".join(f"{k} {v:.2f} s" for k, v in self.engine.load_stages.items())
+            stages = "".join(f", {k} {v:.2f} s" for k, v in self.engine.load_stages.items())
             log.info(
-                "model ready in %.1f s%s",
+                "model ready in %.1f s (%s engine%s)",
                 time.perf_counter() - started,
-                f" ({stages})" if stages else "",
+                self.engine.name,
+                stages,
             )
         except Exception as exc:  # any load failure is reported by /ping, not raised
             self.state = "failed"
