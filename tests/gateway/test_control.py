@@ -72,6 +72,12 @@ class FakeDeployer:
         self.calls.append(("undeploy", endpoint_name, None))
         self.running.pop(endpoint_name, None)
 
+    async def scale(self, endpoint_name: str, desired: dict) -> None:
+        self.calls.append(("scale", endpoint_name, None))
+        for variant, (_, count) in desired.items():
+            if count is not None:
+                self.running[endpoint_name][variant] = count
+
     def instance_counts(self, endpoint_name: str) -> dict[str, int]:
         return dict(self.running.get(endpoint_name, {}))
 

@@ -218,6 +218,9 @@ class _NoDeployer:
     async def undeploy(self, endpoint_name: str) -> None:
         return None
 
+    async def scale(self, endpoint_name: str, desired: dict) -> None:
+        return None
+
     def instance_counts(self, endpoint_name: str) -> dict[str, int]:
         return {}
 

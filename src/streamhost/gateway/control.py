@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import functools
 import json
 import logging
@@ -74,6 +75,7 @@ _HANDLERS = {
     "DescribeEndpoint": "describe_endpoint",
     "ListEndpoints": "list_endpoints",
     "UpdateEndpoint": "update_endpoint",
+    "UpdateEndpointWeightsAndCapacities": "update_endpoint_weights_and_capacities",
     "DeleteEndpoint": "delete_endpoint",
     "AddTags": "add_tags",
     "ListTags": "list_tags",
@@ -350,6 +352,64 @@ class ControlPlane:
         self._start(name, self._run_update(name))
         return {"EndpointArn": moved.arn}
 
+    async def update_endpoint_weights_and_capacities(
+        self, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """UpdateEndpointWeightsAndCapacities: Updating now, then the running fleet moves to
+        the new weights and instance counts (no new fleet: added instances take traffic once
+        healthy, removed ones are drained first). The desired values are stored with the
+        deployment at once, so DescribeEndpoint reports them and a restarted gateway
+        restores them; UpdateEndpoint's new config replaces them."""
+        name = request["EndpointName"]
+        endpoint = await self._get_endpoint(name)
+        if endpoint.status != Status.IN_SERVICE or endpoint.deployment is None:
+            raise await self._transition_refused(name, endpoint.arn)
+        snapshot = copy.deepcopy(endpoint.deployment)
+        variants = {v["VariantName"]: v for v in snapshot["config"]["ProductionVariants"]}
+        desired: dict[str, tuple[float | None, int | None]] = {}
+        for entry in request["DesiredWeightsAndCapacities"]:
+            variant = variants.get(entry["VariantName"])
+            if variant is None:
+                raise errors.validation_error(
+                    f"The variant name(s) [{entry['VariantName']}] is/are not present in "
+                    f'the endpoint "{endpoint.arn}".'
+                )
+            weight, count = entry.get("DesiredWeight"), entry.get("DesiredInstanceCount")
+            if weight is None and count is None and "ServerlessUpdateConfig" not in entry:
+                raise errors.validation_error(
+                    f"Variant {entry['VariantName']}: give DesiredWeight, "
+                    "DesiredInstanceCount or both."
+                )
+            if count == 0:
+                raise errors.validation_error(
+                    f"Variant {entry['VariantName']}: DesiredInstanceCount 0 needs inference "
+                    "components, which streamhost does not run; give 1 or more."
+                )
+            if count is not None and variant.get("ServerlessConfig") is not None:
+                raise errors.validation_error(
+                    f"Variant {entry['VariantName']} is serverless: it has no instance count."
+                )
+            if weight is not None:
+                variant["DesiredWeight"] = weight
+            if count is not None:
+                variant["DesiredInstanceCount"] = count
+            desired[entry["VariantName"]] = (weight, count)
+        moved = await self._db(
+            functools.partial(
+                self.store.update_endpoint,
+                name,
+                expect=_UPDATABLE,
+                status=Status.UPDATING,
+                modified_at=_now(),
+                failure_reason=None,
+                deployment=snapshot,
+            )
+        )
+        if moved is None:
+            raise await self._transition_refused(name, endpoint.arn)
+        self._start(name, self._run_scale(name, desired, endpoint.deployment))
+        return {"EndpointArn": moved.arn}
+
     async def delete_endpoint(self, request: dict[str, Any]) -> dict[str, Any]:
         """DeleteEndpoint: Deleting now, undeployed and removed in the background."""
         name = request["EndpointName"]
@@ -461,6 +521,40 @@ class ControlPlane:
                 pending_since=None,
             )
 
+    async def _run_scale(
+        self,
+        name: str,
+        desired: dict[str, tuple[float | None, int | None]],
+        before: dict[str, Any],
+    ) -> None:
+        try:
+            await self.deployer.scale(name, desired)
+        except DeployFailed as failure:
+            # As a failed update: the fleet keeps serving, with the values it had.
+            await self._record(
+                name,
+                (Status.UPDATING,),
+                status=Status.IN_SERVICE,
+                failure_reason=failure.reason[:_MAX_FAILURE_REASON],
+                deployment=before,
+            )
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("scaling endpoint %s failed", name)
+            await self._record(
+                name,
+                (Status.UPDATING,),
+                status=Status.IN_SERVICE,
+                failure_reason=f"Internal error while scaling: {type(exc).__name__}: {exc}"[
+                    :_MAX_FAILURE_REASON
+                ],
+                deployment=before,
+            )
+            return
+        await self._record(name, (Status.UPDATING,), status=Status.IN_SERVICE)
+
     async def _run_restore(self, name: str) -> None:
         endpoint = await self._db(self.store.get_endpoint, name)
         if endpoint is None:
@@ -478,6 +572,17 @@ class ControlPlane:
         # or fall back to the old config as a failed update would.
         endpoint = await self._db(self.store.get_endpoint, name)
         if endpoint is None:
+            return
+        if endpoint.pending is None:
+            # A capacity change (UpdateEndpointWeightsAndCapacities): its values are in the
+            # deployment, which comes back with them.
+            failure = await self._deploy(endpoint.name, endpoint.deployment)
+            await self._record(
+                name,
+                (Status.UPDATING,),
+                status=Status.IN_SERVICE if failure is None else Status.FAILED,
+                failure_reason=failure,
+            )
             return
         failure = await self._deploy(endpoint.name, endpoint.pending)
         if failure is None:
@@ -722,13 +827,16 @@ def _variant_summaries(
                 images.append(image)
         if images:
             summary["DeployedImages"] = images
-        weight = variant.get("InitialVariantWeight", 1.0)
+        # UpdateEndpointWeightsAndCapacities' values, once given, else the config's.
+        weight = variant.get("DesiredWeight", variant.get("InitialVariantWeight", 1.0))
         summary["DesiredWeight"] = weight
         serverless = variant.get("ServerlessConfig")
         if serverless is not None:
             summary["DesiredServerlessConfig"] = serverless
         else:
-            summary["DesiredInstanceCount"] = variant.get("InitialInstanceCount", 1)
+            summary["DesiredInstanceCount"] = variant.get(
+                "DesiredInstanceCount", variant.get("InitialInstanceCount", 1)
+            )
         if not pending:
             summary["CurrentWeight"] = weight
             if serverless is not None:

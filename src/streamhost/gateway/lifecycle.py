@@ -65,6 +65,16 @@ class EndpointDeployer(Protocol):
         """Stop every instance of the endpoint; a no-op if none is running."""
         ...
 
+    async def scale(
+        self, endpoint_name: str, desired: dict[str, tuple[float | None, int | None]]
+    ) -> None:
+        """Move the running fleet to new (weight, instance count) per variant name, either
+        left `None` to keep (UpdateEndpointWeightsAndCapacities). Weights apply at once;
+        added instances take traffic once healthy; removed ones get no new requests and
+        are stopped once their streams end (or the drain bound passes). Raise
+        `DeployFailed(reason)` if it cannot: the fleet then keeps its old shape."""
+        ...
+
     def instance_counts(self, endpoint_name: str) -> dict[str, int]:
         """Healthy instances per variant name right now (cheap: called by DescribeEndpoint)."""
         ...

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -299,6 +300,54 @@ class LocalProcessProvisioner:
                 await self._stop_recorded(record)
             await asyncio.to_thread(shutil.rmtree, self._endpoint_dir(key), True)
 
+    async def scale(
+        self, endpoint_name: str, desired: dict[str, tuple[float | None, int | None]]
+    ) -> None:
+        """New weights at once; instances added (healthy first) or drained and removed."""
+        key = endpoint_name.lower()
+        async with self._lock(key):
+            fleet = self._fleets.get(key)
+            if fleet is None or fleet.retired:
+                raise DeployFailed(f"Endpoint {endpoint_name} has no running instances.")
+            plans = dict(fleet.plans)
+            for name, (weight, count) in desired.items():
+                plan = plans[name]
+                plans[name] = dataclasses.replace(
+                    plan,
+                    weight=plan.weight if weight is None else float(weight),
+                    count=plan.count if count is None else int(count),
+                )
+            wanted: list[VariantPlan] = []
+            for plan in plans.values():
+                have = sum(1 for m in fleet.instances if m.plan.name == plan.name)
+                wanted += [plan] * max(plan.count - have, 0)
+            started: list[_ManagedInstance] = []
+            try:
+                await self._launch_all(fleet, wanted, started)
+            except BaseException:
+                await asyncio.shield(asyncio.gather(*(self._stop_instance(m) for m in started)))
+                raise
+            fleet.plans = plans
+            for managed in started:
+                fleet.instances.append(managed)
+                self.router.add(fleet.endpoint, managed.route)
+            leaving: list[_ManagedInstance] = []
+            for plan in plans.values():
+                fleet.variants[plan.name].weight = plan.weight
+                mine = [m for m in fleet.instances if m.plan.name == plan.name]
+                extra = len(mine) - plan.count
+                if extra > 0:  # the newest go first: the oldest hold the longest sessions
+                    leaving += sorted(mine, key=lambda m: m.started_at)[-extra:]
+            for managed in leaving:
+                fleet.instances.remove(managed)
+                self.router.retire(managed.route)
+            log.info(
+                "endpoint %s scaled: %s",
+                endpoint_name,
+                ", ".join(f"{p.name} {p.count} x weight {p.weight:g}" for p in plans.values()),
+            )
+        await self._drain_and_stop(leaving)
+
     def instance_counts(self, endpoint_name: str) -> dict[str, int]:
         """Healthy (routable) instances per variant."""
         return self.router.healthy_counts(endpoint_name)
@@ -419,8 +468,10 @@ class LocalProcessProvisioner:
                     name,
                     instance_type,
                 )
+            # Capacity changes (Desired*) keep the instances: not part of what they run.
+            defined = {k: v for k, v in variant.items() if not k.startswith("Desired")}
             digest = hashlib.sha256(
-                json.dumps({"variant": variant, "model": model}, sort_keys=True).encode()
+                json.dumps({"variant": defined, "model": model}, sort_keys=True).encode()
             ).hexdigest()[:16]
             routing = (variant.get("RoutingConfig") or {}).get("RoutingStrategy")
             plans[name] = VariantPlan(
@@ -429,8 +480,14 @@ class LocalProcessProvisioner:
                 container=dict(container),
                 api=api,
                 instance_type=instance_type,
-                count=1 if serverless else int(variant.get("InitialInstanceCount", 1)),
-                weight=float(variant.get("InitialVariantWeight", 1.0)),
+                count=1
+                if serverless
+                else int(
+                    variant.get("DesiredInstanceCount", variant.get("InitialInstanceCount", 1))
+                ),
+                weight=float(
+                    variant.get("DesiredWeight", variant.get("InitialVariantWeight", 1.0))
+                ),
                 startup_timeout=float(
                     variant.get(
                         "ContainerStartupHealthCheckTimeoutInSeconds",
@@ -854,18 +911,23 @@ class LocalProcessProvisioner:
         fleet.retired = True
         for managed in fleet.instances:
             self.router.retire(managed.route)
-        if drain:
-            for managed in fleet.instances:
-                await self._set_state(managed, InstanceState.DRAINING)
-            deadline = time.monotonic() + self.settings.drain_timeout
-            while (
-                any(m.route.outstanding > 0 for m in fleet.instances)
-                and time.monotonic() < deadline
-            ):
-                await asyncio.sleep(0.05)
-        await asyncio.gather(*(self._stop_instance(m) for m in list(fleet.instances)))
+        instances = list(fleet.instances)
         fleet.instances.clear()
+        if drain:
+            await self._drain_and_stop(instances)
+        else:
+            await asyncio.gather(*(self._stop_instance(m) for m in instances))
         await asyncio.to_thread(shutil.rmtree, fleet.root, True)
+
+    async def _drain_and_stop(self, instances: list[_ManagedInstance]) -> None:
+        """Stop instances the router no longer uses once their streams have ended, or the
+        drain bound has passed."""
+        for managed in instances:
+            await self._set_state(managed, InstanceState.DRAINING)
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while any(m.route.outstanding > 0 for m in instances) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(self._stop_instance(m) for m in instances))
 
     async def _abandon(
         self,
