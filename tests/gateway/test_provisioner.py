@@ -275,14 +275,11 @@ def test_instance_logs_are_kept_and_printed_by_streamhost_logs(gateway, capsys):
 
 
 def test_every_instance_type_of_the_service_model_can_be_planned(tmp_path, caplog):
-    from streamhost.gateway.provisioner import LocalProcessProvisioner, ProvisionerSettings
-    from streamhost.gateway.router import Router
+    from streamhost.gateway.provisioner import ProvisionerSettings, plan_variants
     from streamhost.gateway.validation import sagemaker_model
 
     enum = sagemaker_model().shape_for("ProductionVariantInstanceType").enum
-    provisioner = LocalProcessProvisioner(
-        ProvisionerSettings(state_dir=tmp_path, gpu=False), store=None, router=Router()
-    )
+    settings = ProvisionerSettings(state_dir=tmp_path, gpu=False)
     model = {"ModelName": "m", "PrimaryContainer": {"Image": TGI_IMAGE}}
     for instance_type in enum:
         config = {
@@ -290,7 +287,19 @@ def test_every_instance_type_of_the_service_model_can_be_planned(tmp_path, caplo
                 {"VariantName": "v", "ModelName": "m", "InstanceType": instance_type}
             ]
         }
-        (plan,) = provisioner._plan(config, {"m": model}).values()
+        (plan,) = plan_variants(config, {"m": model}, settings).values()
         assert plan.instance_type == instance_type and plan.api == "tgi"
     warned = [r for r in caplog.records if "no GPU: running on CPU" in r.getMessage()]
     assert len(warned) == sum(1 for t in enum if is_accelerated(t))
+
+
+def test_the_fleet_manager_is_the_gateways_deployer_with_a_local_launcher(tmp_path):
+    from streamhost.gateway.launcher import InstanceLauncher, LocalProcessLauncher
+    from streamhost.gateway.lifecycle import GatewayDeployer
+    from streamhost.gateway.provisioner import FleetManager, ProvisionerSettings
+    from streamhost.gateway.router import Router
+
+    manager = FleetManager(ProvisionerSettings(state_dir=tmp_path), store=None, router=Router())
+    assert isinstance(manager, GatewayDeployer)
+    assert isinstance(manager.launcher, LocalProcessLauncher)
+    assert isinstance(manager.launcher, InstanceLauncher)

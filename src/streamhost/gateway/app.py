@@ -31,8 +31,8 @@ from .control import ControlPlane
 from .control_app import MAX_BODY_BYTES as CONTROL_MAX_BODY
 from .control_app import control_routes
 from .errors import AwsError
-from .lifecycle import EndpointStatus
-from .provisioner import LocalProcessProvisioner, ProvisionerSettings
+from .lifecycle import EndpointStatus, GatewayDeployer
+from .provisioner import FleetManager, ProvisionerSettings
 from .router import Router
 from .runtime import RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
 from .settings import GatewaySettings
@@ -102,7 +102,7 @@ class GatewayApp:
         self.state_lock = state_lock
         self.store: Store | None = None
         self.router = Router(on_down=self._instance_down)
-        self.provisioner: LocalProcessProvisioner | None = None
+        self.provisioner: GatewayDeployer | None = None
         self.control: ControlPlane | None = None
         self.runtime = RuntimePlane(
             self.router,
@@ -135,7 +135,7 @@ class GatewayApp:
                 StateLock.acquire, settings.state_url, settings.state_dir, holder
             )
         self.store = await asyncio.to_thread(Store.open, settings.state_url)
-        self.provisioner = LocalProcessProvisioner(
+        self.provisioner = FleetManager(
             ProvisionerSettings(
                 state_dir=settings.state_dir,
                 environment=dict(settings.instance_environment),

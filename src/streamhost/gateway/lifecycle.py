@@ -8,6 +8,7 @@ outcome, so a deployer only has to start, replace and stop fleets.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["DeployFailed", "EndpointDeployer", "EndpointStatus"]
@@ -77,4 +78,33 @@ class EndpointDeployer(Protocol):
 
     def instance_counts(self, endpoint_name: str) -> dict[str, int]:
         """Healthy instances per variant name right now (cheap: called by DescribeEndpoint)."""
+        ...
+
+
+@runtime_checkable
+class GatewayDeployer(EndpointDeployer, Protocol):
+    """What the gateway itself asks of its deployer, beside the control plane's calls."""
+
+    def check_model(self, model: Mapping[str, Any]) -> None:
+        """Refuse at CreateModel a model no instance could run (`AwsError`)."""
+        ...
+
+    def start(self) -> None:
+        """Start the health checks (needs a running event loop)."""
+        ...
+
+    def check_soon(self, instance: Any = None) -> None:
+        """Check instances now: the runtime saw one fail a request."""
+        ...
+
+    async def reap_unrecorded(self) -> int:
+        """Stop instances a dead gateway started without recording them; how many."""
+        ...
+
+    async def reap_orphans(self, keep: Collection[str]) -> int:
+        """Stop recorded instances of endpoints other than `keep`; how many."""
+        ...
+
+    async def close(self, *, stop_instances: bool = True) -> None:
+        """Stop the health checks and (unless told to leave them) every instance."""
         ...

@@ -1,11 +1,12 @@
-"""Model-server instances as local processes: the gateway's `EndpointDeployer`.
+"""The gateway's `EndpointDeployer`: planning, and the fleet manager of every endpoint.
 
-Each production variant × `InitialInstanceCount` becomes one
-`python -m streamhost.cli serve-model` process on a free loopback port, in its own process
-group, with the container's `Environment`, a per-instance secret the model server demands
-on every request (so only the gateway can reach it), and its stdout/stderr in
-`<state_dir>/logs/<endpoint>/<instance>.log`. An instance counts once `/ping` answers 200
-within `ContainerStartupHealthCheckTimeoutInSeconds`.
+`plan_variants` turns an endpoint config and its models into one `VariantPlan` per
+production variant (pure). `FleetManager` owns the life of the instances; an
+`InstanceLauncher` (`launcher.py`) runs them, by default as local model-server processes.
+Each variant × its instance count becomes one model server with the container's
+`Environment` and a per-instance secret the model server demands on every request (so only
+the gateway can reach it), its output in `<state_dir>/logs/<endpoint>/<instance>.log`. An
+instance counts once `/ping` answers 200 within `ContainerStartupHealthCheckTimeoutInSeconds`.
 
 While an endpoint runs, a health loop pings every instance; a dead or unresponsive one is
 retired (its sticky sessions end with it) and replaced while the others keep serving. A
@@ -15,12 +16,13 @@ one log line each; a variant left with no instance after `_FAIL_AFTER` failed
 replacements fails the endpoint, with the reason (`on_failed`), and its fleet is stopped.
 UpdateEndpoint is blue/green: the new fleet starts and passes its health checks, routing
 switches to it in one step, and the old fleet drains (in-flight requests finish, bounded)
-before it is stopped. Stopping is SIGTERM to the process group, then SIGKILL.
+before it is stopped. UpdateEndpointWeightsAndCapacities changes the running fleet
+(`scale`): weights at once, added instances routed once healthy, removed ones drained.
 
 Instances are recorded in the store. After a gateway crash, `deploy` (from
-`ControlPlane.restore`) adopts instances that are still the same process (pid and start
-time), still run the same deployment, still hold their secret and still answer `/ping`;
-anything else it finds recorded is killed and started afresh.
+`ControlPlane.restore`) adopts instances the launcher still finds as recorded, that still
+run the same deployment, still hold their secret and still answer `/ping`; anything else
+it finds recorded is stopped and started afresh.
 """
 
 from __future__ import annotations
@@ -44,25 +46,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
 from streamhost.client.images import Personality, UnsupportedImage, personality
-from streamhost.ports import free_port
-from streamhost.processes import signal_group, stop_process_async
 
 from . import errors
 from .artifacts import ArtifactError, location_problem, materialize, model_root
+from .launcher import InstanceLauncher, Launched, LaunchSpec, LocalProcessLauncher
 from .lifecycle import DeployFailed
 from .router import Instance, Router, Variant
 from .store import InstanceRecord, Store
 
 __all__ = [
+    "FleetManager",
     "InstanceState",
-    "LocalProcessProvisioner",
     "ProvisionerSettings",
     "VariantPlan",
     "gpu_available",
     "is_accelerated",
+    "plan_variants",
     "read_instance_logs",
 ]
 
@@ -125,64 +126,13 @@ class VariantPlan:
     fingerprint: str  # identifies the variant + model definition, for adoption
 
 
-class _Process:
-    """A model-server process: our child (`popen`), or adopted after a gateway restart."""
-
-    def __init__(self, pid: int, create_time: float, popen: subprocess.Popen | None) -> None:
-        self.pid = pid
-        self.create_time = create_time
-        self.popen = popen
-        # An adopted process may still be our child (a gateway restarted in-process); then
-        # only waitpid can tell its exit apart from a zombie, and must collect it.
-        self._child = popen is None and _parent_of(pid) == os.getpid()
-        self._exited = False
-
-    def alive(self) -> bool:
-        """Whether the process is still running; collects its exit status if it is ours."""
-        if self.popen is not None:
-            return self.popen.poll() is None
-        if self._exited:
-            return False
-        if self._child:
-            try:
-                pid, _ = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid = self.pid  # already collected
-            self._exited = pid == self.pid
-            return not self._exited
-        try:
-            process = psutil.Process(self.pid)
-            if abs(process.create_time() - self.create_time) > 0.01:
-                self._exited = True  # the pid was reused by another process
-            elif process.status() == psutil.STATUS_ZOMBIE:
-                self._exited = True  # its parent (not us) collects it
-        except psutil.Error:
-            self._exited = True
-        return not self._exited
-
-    def returncode(self) -> int | None:
-        """The exit status, when known."""
-        return None if self.popen is None else self.popen.poll()
-
-    def signal_group(self, signum: int) -> None:
-        """Signal the whole process group (the model server and anything it started)."""
-        signal_group(self.pid, signum)
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).ppid()
-    except psutil.Error:
-        return None
-
-
 @dataclass(eq=False)
 class _ManagedInstance:
     route: Instance
     endpoint: str
     deployment_id: str
     plan: VariantPlan
-    process: _Process
+    process: Launched
     log_path: Path
     model_dir: Path
     started_at: float
@@ -212,8 +162,9 @@ EndpointFailed = Callable[[str, str], Awaitable[None]]
 """Told (endpoint name, reason) when a running endpoint has lost what it cannot replace."""
 
 
-class LocalProcessProvisioner:
-    """Runs each endpoint's instances as model-server processes on this machine."""
+class FleetManager:
+    """Owns the life of every endpoint's instances; `launcher` runs them (by default as
+    model-server processes on this machine)."""
 
     def __init__(
         self,
@@ -221,8 +172,12 @@ class LocalProcessProvisioner:
         store: Store,
         router: Router,
         on_failed: EndpointFailed | None = None,
+        launcher: InstanceLauncher | None = None,
     ) -> None:
         self.settings = settings
+        self.launcher = launcher or LocalProcessLauncher(
+            settings.python, settings.host, settings.stop_timeout, settings.state_dir / "endpoints"
+        )
         self.store = store
         self.router = router
         self.on_failed = on_failed
@@ -244,7 +199,7 @@ class LocalProcessProvisioner:
         self.start()
         key = endpoint_name.lower()
         async with self._lock(key):
-            plans = self._plan(config, models)
+            plans = plan_variants(config, models, self.settings)
             old = self._fleets.get(key)
             adopted: list[_ManagedInstance] = []
             deployment_id = secrets.token_hex(4)
@@ -408,13 +363,10 @@ class LocalProcessProvisioner:
         names (a gateway that died between starting an instance and recording it left
         them); how many. Call before anything is deployed."""
         records = await asyncio.to_thread(self.store.list_instances)
-        known = {r.pid for r in records if r.pid is not None}
-        strays = await asyncio.to_thread(
-            _unrecorded_instances, self.settings.state_dir / "endpoints", known
-        )
+        strays = await asyncio.to_thread(self.launcher.unrecorded, records)
         for process in strays:
-            log.warning("stopping model server pid %d, which no instance record names", process.pid)
-            await self._stop_process(process)
+            log.warning("stopping model server pid %s, which no instance record names", process.pid)
+            await self.launcher.stop(process)
         return len(strays)
 
     async def close(self, *, stop_instances: bool = True) -> None:
@@ -436,74 +388,6 @@ class LocalProcessProvisioner:
         if self._http is not None:
             await self._http.close()
             self._http = None
-
-    # -- planning ----------------------------------------------------------------------------
-
-    def _plan(self, config: dict[str, Any], models: dict[str, dict]) -> dict[str, VariantPlan]:
-        plans: dict[str, VariantPlan] = {}
-        for variant in config.get("ProductionVariants", []):
-            name = variant["VariantName"]
-            model_name = variant.get("ModelName")
-            model = models.get(model_name or "")
-            if model is None:
-                raise DeployFailed(f"Variant {name} names no model streamhost knows.")
-            containers = list(model.get("Containers") or [])
-            if not containers and model.get("PrimaryContainer") is not None:
-                containers = [model["PrimaryContainer"]]
-            if len(containers) != 1:
-                raise DeployFailed(
-                    f"Model {model_name} has {len(containers)} containers; streamhost runs "
-                    "exactly one per model."
-                )
-            container = containers[0]
-            try:
-                api = personality(container.get("Image", ""))
-            except UnsupportedImage as error:
-                raise DeployFailed(str(error)) from None
-            serverless = variant.get("ServerlessConfig") is not None
-            instance_type = None if serverless else variant.get("InstanceType")
-            if instance_type and is_accelerated(instance_type) and not self._gpu():
-                log.warning(
-                    "variant %s asks for %s but this machine has no GPU: running on CPU",
-                    name,
-                    instance_type,
-                )
-            # Capacity changes (Desired*) keep the instances: not part of what they run.
-            defined = {k: v for k, v in variant.items() if not k.startswith("Desired")}
-            digest = hashlib.sha256(
-                json.dumps({"variant": defined, "model": model}, sort_keys=True).encode()
-            ).hexdigest()[:16]
-            routing = (variant.get("RoutingConfig") or {}).get("RoutingStrategy")
-            plans[name] = VariantPlan(
-                name=name,
-                model_name=model_name or "",
-                container=dict(container),
-                api=api,
-                instance_type=instance_type,
-                count=1
-                if serverless
-                else int(
-                    variant.get("DesiredInstanceCount", variant.get("InitialInstanceCount", 1))
-                ),
-                weight=float(
-                    variant.get("DesiredWeight", variant.get("InitialVariantWeight", 1.0))
-                ),
-                startup_timeout=float(
-                    variant.get(
-                        "ContainerStartupHealthCheckTimeoutInSeconds",
-                        self.settings.startup_timeout,
-                    )
-                ),
-                download_timeout=float(
-                    variant.get("ModelDataDownloadTimeoutInSeconds", self.settings.download_timeout)
-                ),
-                random_routing=routing == "RANDOM",
-                fingerprint=digest,
-            )
-        return plans
-
-    def _gpu(self) -> bool:
-        return self.settings.gpu if self.settings.gpu is not None else gpu_available()
 
     async def _prepare_models(self, fleet: _Fleet) -> None:
         """Materialise each variant's model data once; its instances share the folder."""
@@ -588,7 +472,7 @@ class LocalProcessProvisioner:
                 ) from None
             await self._set_state(managed, InstanceState.IN_SERVICE)
             log.info(
-                "instance %s of endpoint %s is healthy on port %d (pid %d)",
+                "instance %s of endpoint %s is healthy on port %d (pid %s)",
                 managed.route.instance_id,
                 fleet.endpoint,
                 managed.route.port,
@@ -602,41 +486,30 @@ class LocalProcessProvisioner:
     ) -> _ManagedInstance:
         key = fleet.endpoint.lower()
         instance_id = f"{_safe_name(plan.name)}-{secrets.token_hex(4)}"
-        port = free_port(self.settings.host)
         secret = secrets.token_urlsafe(24)
         data_dir, root = fleet.model_dirs[plan.name]
         log_path = self.settings.state_dir / "logs" / key / f"{instance_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            **self.settings.environment,
-            **_container_environment(plan.container, data_dir),
-            "STREAMHOST_INSTANCE_SECRET": secret,
-            "SAGEMAKER_BIND_TO_PORT": str(port),
-            "PYTHONUNBUFFERED": "1",  # log lines reach the file as they happen
-        }
-        argv = [
-            self.settings.python,
-            "-m",
-            "streamhost.cli",
-            "serve-model",
-            "--model-dir",
-            str(root),
-            "--port",
-            str(port),
-            "--host",
-            self.settings.host,
-            "--api",
-            plan.api,
-        ]
-        banner = (
-            f"--- streamhost: starting instance {instance_id} of endpoint {fleet.endpoint} "
-            f"(variant {plan.name}, {plan.instance_type or 'serverless'}, {plan.api} API) "
-            f"at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+        spec = LaunchSpec(
+            instance_id=instance_id,
+            api=plan.api,
+            model_root=root,
+            environment={
+                **self.settings.environment,
+                **_container_environment(plan.container, data_dir),
+                "STREAMHOST_INSTANCE_SECRET": secret,
+                "PYTHONUNBUFFERED": "1",  # log lines reach the file as they happen
+            },
+            log_path=log_path,
+            banner=(
+                f"--- streamhost: starting instance {instance_id} of endpoint {fleet.endpoint} "
+                f"(variant {plan.name}, {plan.instance_type or 'serverless'}, {plan.api} API) "
+                f"at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+            ),
         )
-        popen = await asyncio.to_thread(_popen, argv, env, root, log_path, banner)
-        process = _Process(popen.pid, _create_time(popen.pid), popen)
+        process = await self.launcher.launch(spec)
         managed = _ManagedInstance(
-            route=Instance(instance_id, plan.name, self.settings.host, port, secret),
+            route=Instance(instance_id, plan.name, process.host, process.port, secret),
             endpoint=fleet.endpoint,
             deployment_id=fleet.deployment_id,
             plan=plan,
@@ -695,16 +568,16 @@ class LocalProcessProvisioner:
         other recorded instance of the endpoint is stopped. Returns them and the
         deployment id whose model folders they use (a fresh id if none)."""
         records = await asyncio.to_thread(self.store.list_instances, endpoint_name)
-        candidates: dict[str, list[tuple[InstanceRecord, _Process]]] = {}
+        candidates: dict[str, list[tuple[InstanceRecord, Launched]]] = {}
         for record in records:
-            process = _recorded_process(record)
+            process = self.launcher.find(record)
             plan = plans.get(record.variant_name)
             usable = (
                 process is not None
                 and plan is not None
                 and record.state == InstanceState.IN_SERVICE
                 and record.detail.get("fingerprint") == plan.fingerprint
-                and _holds_secret(process.pid, record.secret)
+                and self.launcher.holds_secret(process, record.secret)
                 and Path(record.detail.get("model_dir", "")).is_dir()
                 and (await self._ping(_route(record)))[0] == 200
             )
@@ -738,7 +611,7 @@ class LocalProcessProvisioner:
                     )
                 )
                 log.info(
-                    "adopted instance %s of endpoint %s (pid %d, port %s)",
+                    "adopted instance %s of endpoint %s (pid %s, port %s)",
                     record.instance_id,
                     endpoint_name,
                     process.pid,
@@ -746,11 +619,11 @@ class LocalProcessProvisioner:
                 )
         return adopted, deployment
 
-    async def _stop_recorded(self, record: InstanceRecord, process: _Process | None = None) -> None:
-        process = process or _recorded_process(record)
+    async def _stop_recorded(self, record: InstanceRecord, process: Launched | None = None) -> None:
+        process = process or self.launcher.find(record)
         if process is not None:
-            log.info("stopping orphaned instance %s (pid %d)", record.instance_id, process.pid)
-            await self._stop_process(process)
+            log.info("stopping orphaned instance %s (pid %s)", record.instance_id, process.pid)
+            await self.launcher.stop(process)
         await asyncio.to_thread(self.store.delete_instance, record.instance_id)
 
     # -- health ------------------------------------------------------------------------------
@@ -946,33 +819,13 @@ class LocalProcessProvisioner:
         managed.route.up = False
         managed.route.gone = True
         await self._set_state(managed, InstanceState.STOPPING)
-        await self._stop_process(managed.process)
+        await self.launcher.stop(managed.process)
         await asyncio.to_thread(self.store.delete_instance, managed.route.instance_id)
         with contextlib.suppress(OSError), managed.log_path.open("a") as file:
             file.write(
                 f"--- streamhost: stopped instance {managed.route.instance_id} at "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
             )
-
-    async def _stop_process(self, process: _Process) -> None:
-        if not process.alive():
-            return  # never signal a group whose leader is gone: its id may be reused
-
-        def ignored_sigterm() -> None:
-            log.warning(
-                "pid %d ignored SIGTERM for %gs; killing it",
-                process.pid,
-                self.settings.stop_timeout,
-            )
-
-        # The SIGKILL goes to whatever is left of the group, the leader or anything it
-        # started (the group id stays reserved while any member lives).
-        await stop_process_async(
-            process.alive,
-            process.signal_group,
-            self.settings.stop_timeout,
-            on_kill=ignored_sigterm,
-        )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -1018,7 +871,7 @@ class LocalProcessProvisioner:
             detail={
                 "deployment": managed.deployment_id,
                 "fingerprint": managed.plan.fingerprint,
-                "create_time": managed.process.create_time,
+                **managed.process.detail(),
                 "model_dir": str(managed.model_dir),
                 "log": str(managed.log_path),
                 "api": managed.plan.api,
@@ -1029,6 +882,74 @@ class LocalProcessProvisioner:
             await asyncio.to_thread(self.store.put_instance, record)
         except KeyError:
             raise DeployFailed(f"Endpoint {managed.endpoint} was deleted.") from None
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def plan_variants(
+    config: dict[str, Any], models: dict[str, dict], settings: ProvisionerSettings
+) -> dict[str, VariantPlan]:
+    """The variants of an endpoint config as the fleet manager runs them (pure: no I/O but
+    the GPU probe); `DeployFailed` for a config no launcher can run."""
+    gpu = settings.gpu if settings.gpu is not None else gpu_available()
+    plans: dict[str, VariantPlan] = {}
+    for variant in config.get("ProductionVariants", []):
+        name = variant["VariantName"]
+        model_name = variant.get("ModelName")
+        model = models.get(model_name or "")
+        if model is None:
+            raise DeployFailed(f"Variant {name} names no model streamhost knows.")
+        containers = list(model.get("Containers") or [])
+        if not containers and model.get("PrimaryContainer") is not None:
+            containers = [model["PrimaryContainer"]]
+        if len(containers) != 1:
+            raise DeployFailed(
+                f"Model {model_name} has {len(containers)} containers; streamhost runs "
+                "exactly one per model."
+            )
+        container = containers[0]
+        try:
+            api = personality(container.get("Image", ""))
+        except UnsupportedImage as error:
+            raise DeployFailed(str(error)) from None
+        serverless = variant.get("ServerlessConfig") is not None
+        instance_type = None if serverless else variant.get("InstanceType")
+        if instance_type and is_accelerated(instance_type) and not gpu:
+            log.warning(
+                "variant %s asks for %s but this machine has no GPU: running on CPU",
+                name,
+                instance_type,
+            )
+        # Capacity changes (Desired*) keep the instances: not part of what they run.
+        defined = {k: v for k, v in variant.items() if not k.startswith("Desired")}
+        digest = hashlib.sha256(
+            json.dumps({"variant": defined, "model": model}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        routing = (variant.get("RoutingConfig") or {}).get("RoutingStrategy")
+        plans[name] = VariantPlan(
+            name=name,
+            model_name=model_name or "",
+            container=dict(container),
+            api=api,
+            instance_type=instance_type,
+            count=1
+            if serverless
+            else int(variant.get("DesiredInstanceCount", variant.get("InitialInstanceCount", 1))),
+            weight=float(variant.get("DesiredWeight", variant.get("InitialVariantWeight", 1.0))),
+            startup_timeout=float(
+                variant.get(
+                    "ContainerStartupHealthCheckTimeoutInSeconds",
+                    settings.startup_timeout,
+                )
+            ),
+            download_timeout=float(
+                variant.get("ModelDataDownloadTimeoutInSeconds", settings.download_timeout)
+            ),
+            random_routing=routing == "RANDOM",
+            fingerprint=digest,
+        )
+    return plans
 
 
 # -- module helpers ---------------------------------------------------------------------------
@@ -1082,32 +1003,6 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "_" for c in name.lower())
 
 
-def _popen(
-    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, banner: str
-) -> subprocess.Popen:
-    with log_path.open("ab") as log_file:
-        log_file.write(banner.encode())
-        log_file.flush()
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,  # own process group: signals reach all of it, and
-            # a Ctrl-C meant for the gateway does not kill instances mid-shutdown
-            close_fds=True,
-        )
-
-
-def _create_time(pid: int) -> float:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
-
-
 def _container_environment(container: Mapping[str, Any], data_dir: Path) -> dict[str, str]:
     """The container's `Environment`, with SageMaker's model path pointed at ours."""
     env = {}
@@ -1117,54 +1012,6 @@ def _container_environment(container: Mapping[str, Any], data_dir: Path) -> dict
             text = str(data_dir) + text[len(SAGEMAKER_MODEL_DIR) :]
         env[str(key)] = text
     return env
-
-
-def _recorded_process(record: InstanceRecord) -> _Process | None:
-    """The live process a store record describes, or None if it is gone or not ours."""
-    if record.pid is None:
-        return None
-    try:
-        process = psutil.Process(record.pid)
-        create_time = process.create_time()
-        expected = record.detail.get("create_time")
-        if expected is not None and abs(create_time - float(expected)) > 0.01:
-            return None  # the pid now belongs to another process
-        if process.status() == psutil.STATUS_ZOMBIE:
-            if process.ppid() == os.getpid():
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(record.pid, os.WNOHANG)  # ours (an in-process restart)
-            return None
-        cmdline = process.cmdline()
-    except psutil.Error:
-        return None
-    if "serve-model" not in cmdline or str(record.port) not in cmdline:
-        return None
-    return _Process(record.pid, create_time, None)
-
-
-def _unrecorded_instances(root: Path, known: Collection[int]) -> list[_Process]:
-    """Model servers whose model folder is under `root` and whose pid is not in `known`
-    (only process-group leaders, as the provisioner starts them)."""
-    root = root.resolve()
-    found = []
-    for process in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = process.info["cmdline"] or []
-        if process.pid in known or "serve-model" not in cmdline or "--model-dir" not in cmdline:
-            continue
-        at = cmdline.index("--model-dir") + 1
-        if at >= len(cmdline) or not Path(cmdline[at]).resolve().is_relative_to(root):
-            continue
-        with contextlib.suppress(OSError):
-            if os.getpgid(process.pid) == process.pid:
-                found.append(_Process(process.pid, process.info["create_time"], None))
-    return found
-
-
-def _holds_secret(pid: int, secret: str) -> bool:
-    try:
-        return psutil.Process(pid).environ().get("STREAMHOST_INSTANCE_SECRET") == secret
-    except psutil.Error:
-        return False
 
 
 def _route(record: InstanceRecord) -> Instance:
