@@ -20,8 +20,8 @@ UI_PORT ?= 8501
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 # The quick tier for the edit loop: no browser, no `up`, no load or fault runs, no
-# benchmarks, no vLLM.
-QUICK := not browser and not slow and not reliability and not vllm
+# benchmarks, no vLLM, no Ray cluster.
+QUICK := not browser and not slow and not reliability and not vllm and not ray
 # Our modules' bytecode, written ahead: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
 # every gateway and model server would compile them again at its start (~0.3 s each).
 BYTECODE := $(PY) -m compileall -q src >/dev/null
@@ -38,7 +38,7 @@ endif
 	touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
-	$(PY) -m pip install -q -e '.[dev,ui,bench]'
+	$(PY) -m pip install -q -e '.[dev,ui,bench,ray]'
 	# The text-generation client pins huggingface-hub<1.0; install it without its
 	# dependencies so that pin does not bend ours (it works with the current hub).
 	$(PY) -m pip install -q --no-deps text-generation

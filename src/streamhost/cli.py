@@ -90,10 +90,21 @@ def _gateway(args: argparse.Namespace) -> int:
             request_timeout=args.request_timeout,
             keep_instances=args.keep_instances,
             first_endpoint=args.first_endpoint,
+            provisioner=args.provisioner,
+            ray_address=args.ray_address,
+            ray_resource_scale=args.ray_resource_scale,
         )
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
         return 2
+    if settings.provisioner == "ray":
+        from streamhost.gateway.ray_launcher import RayUnavailable, connect, namespace_for
+
+        try:  # here, so that an unreachable cluster is one line and a non-zero exit
+            connect(settings.ray_address or "auto", namespace_for(settings.state_url))
+        except RayUnavailable as exc:
+            print(f"streamhost gateway: {exc}", file=sys.stderr)
+            return 1
     if not _uvicorn_fits("gateway"):
         return 1
     from streamhost.gateway.state_lock import Holder, StateInUse, StateLock, StateLockError
@@ -301,6 +312,25 @@ def _add_gateway(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gateway.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    gateway.add_argument(
+        "--provisioner",
+        default="local",
+        choices=["local", "ray"],
+        help="where instances run: local processes (default), or actors on a Ray cluster",
+    )
+    gateway.add_argument(
+        "--ray-address",
+        default=None,
+        help="the Ray cluster to join with --provisioner ray: auto (this machine's, the "
+        "default), a head's host:port, or ray://host:port",
+    )
+    gateway.add_argument(
+        "--ray-resource-scale",
+        type=float,
+        default=1.0,
+        help="scale each instance's CPU and memory request (from its InstanceType) by this "
+        "factor, for clusters smaller than the types asked for (default 1)",
+    )
     gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     gateway.add_argument(
         "--state",

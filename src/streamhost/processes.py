@@ -71,10 +71,11 @@ def stop_signals() -> Iterator[list[int]]:
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def exit_with_parent() -> Callable[[], None] | None:
-    """For a child's ``preexec_fn``: the kernel sends the child SIGTERM when this process
-    dies, even by SIGKILL, so that a killed ``up`` or ``ui`` leaves no gateway or UI behind
-    (each stops what it started on SIGTERM). Linux only; elsewhere None."""
+def exit_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """For a child's ``preexec_fn``: the kernel sends the child ``signum`` when this
+    process dies, even by SIGKILL, so that a killed ``up`` or ``ui`` leaves no gateway or UI
+    behind (each stops what it started on SIGTERM), and a model server on a Ray node dies
+    with its actor (SIGKILL: as if its machine were lost). Linux only; elsewhere None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -86,7 +87,7 @@ def exit_with_parent() -> Callable[[], None] | None:
     def set_death_signal() -> None:
         # Runs between fork and exec, maybe while another thread lives (up's spinner): it
         # only makes system calls (no lock another thread could hold at the fork).
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        prctl(_PR_SET_PDEATHSIG, int(signum))
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)
 

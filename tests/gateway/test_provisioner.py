@@ -303,3 +303,18 @@ def test_the_fleet_manager_is_the_gateways_deployer_with_a_local_launcher(tmp_pa
     assert isinstance(manager, GatewayDeployer)
     assert isinstance(manager.launcher, LocalProcessLauncher)
     assert isinstance(manager.launcher, InstanceLauncher)
+
+
+def test_every_instance_type_has_ray_resources():
+    from streamhost.gateway.ray_launcher import instance_resources
+    from streamhost.gateway.validation import sagemaker_model
+
+    for instance_type in sagemaker_model().shape_for("ProductionVariantInstanceType").enum:
+        options = instance_resources(instance_type)
+        assert options["num_cpus"] >= 1 and options["memory"] > 0, instance_type
+    assert instance_resources("ml.m5.xlarge") == {"num_cpus": 4, "memory": 16 * 2**30}
+    assert instance_resources("ml.c5.2xlarge", 0.5) == {"num_cpus": 4, "memory": 8 * 2**30}
+    gpus = {t: instance_resources(t).get("num_gpus") for t in ("ml.g5.xlarge", "ml.g5.12xlarge")}
+    assert gpus == {"ml.g5.xlarge": 1, "ml.g5.12xlarge": 4}
+    assert instance_resources("ml.p4d.24xlarge")["num_gpus"] == 8
+    assert instance_resources("ml.inf2.xlarge")["resources"] == {"neuron_cores": 1}

@@ -148,6 +148,7 @@ class GatewayApp:
             self.store,
             self.router,
             on_failed=self._endpoint_failed,
+            launcher=await self._launcher(),
         )
         self.control = ControlPlane(
             self.store,
@@ -168,6 +169,21 @@ class GatewayApp:
             "on" if settings.auth_enabled else "OFF",
             settings.state_url,
             len(restored),
+        )
+
+    async def _launcher(self) -> Any:
+        """The Ray launcher when asked for; None: the fleet manager's local processes."""
+        settings = self.settings
+        if settings.provisioner != "ray":
+            return None
+        from .ray_launcher import RayLauncher, namespace_for
+
+        return RayLauncher(
+            settings.ray_address,
+            namespace_for(settings.state_url),
+            settings.stop_timeout,
+            settings.ray_resource_scale,
+            settings.ray_placement_timeout,
         )
 
     async def shutdown(self) -> None:

@@ -41,6 +41,9 @@ class LaunchSpec:
     """One instance to start: what it serves, with what, and where its log goes."""
 
     instance_id: str
+    endpoint: str
+    deployment_id: str
+    instance_type: str | None  # the variant's InstanceType (None: serverless)
     api: str  # the personality: serve-model's --api
     model_root: Path  # the folder the model server loads
     environment: dict[str, str]  # the container's, the gateway's and the instance secret

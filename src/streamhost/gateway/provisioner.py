@@ -492,6 +492,9 @@ class FleetManager:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         spec = LaunchSpec(
             instance_id=instance_id,
+            endpoint=fleet.endpoint,
+            deployment_id=fleet.deployment_id,
+            instance_type=plan.instance_type,
             api=plan.api,
             model_root=root,
             environment={
@@ -570,14 +573,14 @@ class FleetManager:
         records = await asyncio.to_thread(self.store.list_instances, endpoint_name)
         candidates: dict[str, list[tuple[InstanceRecord, Launched]]] = {}
         for record in records:
-            process = self.launcher.find(record)
+            process = await asyncio.to_thread(self.launcher.find, record)
             plan = plans.get(record.variant_name)
             usable = (
                 process is not None
                 and plan is not None
                 and record.state == InstanceState.IN_SERVICE
                 and record.detail.get("fingerprint") == plan.fingerprint
-                and self.launcher.holds_secret(process, record.secret)
+                and await asyncio.to_thread(self.launcher.holds_secret, process, record.secret)
                 and Path(record.detail.get("model_dir", "")).is_dir()
                 and (await self._ping(_route(record)))[0] == 200
             )
@@ -620,7 +623,7 @@ class FleetManager:
         return adopted, deployment
 
     async def _stop_recorded(self, record: InstanceRecord, process: Launched | None = None) -> None:
-        process = process or self.launcher.find(record)
+        process = process or await asyncio.to_thread(self.launcher.find, record)
         if process is not None:
             log.info("stopping orphaned instance %s (pid %s)", record.instance_id, process.pid)
             await self.launcher.stop(process)

@@ -74,6 +74,13 @@ class GatewaySettings:
     health_interval: float = 2.0
     drain_timeout: float = 30.0
     stop_timeout: float = 30.0
+    # Where instances run: "local" processes, or "ray" actors on the cluster at
+    # `ray_address` ("auto": this machine's cluster), with CPU and memory requests scaled by
+    # `ray_resource_scale` (for clusters smaller than the instance types asked for).
+    provisioner: str = "local"
+    ray_address: str | None = None
+    ray_resource_scale: float = 1.0
+    ray_placement_timeout: float = 180.0  # an instance the cluster cannot place fails then
 
     @property
     def auth_enabled(self) -> bool:
@@ -142,6 +149,9 @@ def build_settings(
     request_timeout: float = 60.0,
     keep_instances: bool = False,
     first_endpoint: str | None = None,
+    provisioner: str = "local",
+    ray_address: str | None = None,
+    ray_resource_scale: float = 1.0,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -164,6 +174,12 @@ def build_settings(
     for name, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if value and not Path(value).expanduser().is_file():
             raise SettingsError(f"{name} {value} is not a file")
+    if provisioner not in ("local", "ray"):
+        raise SettingsError(f"--provisioner must be local or ray, got {provisioner!r}")
+    if ray_address and provisioner != "ray":
+        raise SettingsError("--ray-address goes with --provisioner ray")
+    if not 0 < ray_resource_scale <= 1:
+        raise SettingsError(f"--ray-resource-scale must be in (0, 1], got {ray_resource_scale:g}")
     url, folder = state_dir_for(state, env)
     if state_dir:
         folder = Path(state_dir).expanduser().resolve()
@@ -195,6 +211,9 @@ def build_settings(
         keep_instances=keep_instances,
         first_endpoint=first_endpoint,
         instance_environment=env,
+        provisioner=provisioner,
+        ray_address=ray_address,
+        ray_resource_scale=ray_resource_scale,
     )
 
 

@@ -1,0 +1,197 @@
+"""Endpoints whose instances are actors on a Ray cluster, driven by unchanged boto3 code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from botocore.exceptions import EventStreamError, WaiterError
+
+from tests.harness import (
+    GatewayThread,
+    assert_no_model_servers,
+    create_synthetic_endpoint,
+    delete_endpoint,
+    model_servers,
+    payload_bytes,
+    tgi_body,
+    wait_in_service,
+)
+from tests.ray.tier import TIER
+
+pytestmark = TIER
+
+
+def ray_gateway(state, cluster, **overrides) -> GatewayThread:
+    return GatewayThread(
+        state,
+        provisioner="ray",
+        ray_address=cluster.address,
+        ray_resource_scale=0.25,  # an ml.m5.xlarge (4 vCPUs) asks for one CPU
+        ray_placement_timeout=15.0,
+        **overrides,
+    ).start()
+
+
+def actors() -> list[str]:
+    """Every streamhost instance actor on the cluster (each test's gateway has its own
+    state, so its own namespace)."""
+    import ray
+
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in named if a["namespace"].startswith("streamhost-"))
+
+
+def stream(smr, name: str, tokens: int) -> bytes:
+    resp = smr.invoke_endpoint_with_response_stream(
+        EndpointName=name, Body=tgi_body("go", tokens), ContentType="application/json"
+    )
+    return payload_bytes(resp)
+
+
+def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path):
+    gateway = ray_gateway(tmp_path / "state", ray_cluster)
+    try:
+        sm, smr = gateway.sm(), gateway.smr()
+        create_synthetic_endpoint(sm, "on-ray", count=2)
+        names = actors()
+        assert len(names) == 2 and all(n.startswith("on-ray/") for n in names)
+        assert stream(smr, "on-ray", 40).count(b"data:") == 40
+        # The model servers are the actors' children, not the gateway's.
+        assert not model_servers() and len(model_servers(tmp_path / "state")) == 2
+        delete_endpoint(sm, "on-ray")
+        assert actors() == []
+    finally:
+        gateway.stop()
+    assert_no_model_servers(tmp_path / "state")
+
+
+def test_a_gpu_type_lands_on_the_gpu_node_and_too_many_gpus_fail_the_endpoint(
+    ray_cluster, tmp_path
+):
+    import ray
+
+    gateway = ray_gateway(tmp_path / "state", ray_cluster)
+    try:
+        sm = gateway.sm()
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": "gpu-model",
+            "InstanceType": "ml.g5.xlarge",
+            "InitialInstanceCount": 1,
+        }
+        create_synthetic_endpoint(sm, "gpu", variants=[variant])
+        assert ray.available_resources().get("GPU", 0) == 0  # its one GPU is taken
+        # Four GPUs (ml.g5.12xlarge) exist nowhere: Failed, saying so, in bounded time.
+        started = time.monotonic()
+        big = {**variant, "ModelName": "big-model", "InstanceType": "ml.g5.12xlarge"}
+        create_synthetic_endpoint(sm, "big", variants=[big], wait=False)
+        waiter = sm.get_waiter("endpoint_in_service")
+        with pytest.raises(WaiterError):
+            waiter.wait(EndpointName="big", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        described = sm.describe_endpoint(EndpointName="big")
+        assert described["EndpointStatus"] == "Failed"
+        assert "not enough capacity for the requested InstanceType" in described["FailureReason"]
+        assert "4 GPU" in described["FailureReason"]
+        assert time.monotonic() - started < 60
+        sm.delete_endpoint(EndpointName="big")
+        delete_endpoint(sm, "gpu")
+    finally:
+        gateway.stop()
+    assert_no_model_servers(tmp_path / "state")
+
+
+def test_a_restarted_gateway_adopts_its_actors(ray_cluster, tmp_path):
+    state = tmp_path / "state"
+    first = ray_gateway(state, ray_cluster, keep_instances=True)
+    try:
+        create_synthetic_endpoint(first.sm(), "kept", count=1)
+        before = actors()
+    finally:
+        first.stop()
+    assert actors() == before  # left running for the next gateway
+
+    second = ray_gateway(state, ray_cluster)
+    try:
+        wait_in_service(second.sm(), "kept")
+        assert actors() == before  # adopted, not replaced
+        assert stream(second.smr(), "kept", 10).count(b"data:") == 10
+        delete_endpoint(second.sm(), "kept")
+    finally:
+        second.stop()
+    assert_no_model_servers(state)
+
+
+# Last in the module: it removes a node of the shared cluster.
+def test_a_lost_node_ends_its_streams_and_is_replaced(ray_cluster, tmp_path):
+    from ray.util.state import list_actors
+
+    gateway = ray_gateway(tmp_path / "state", ray_cluster)
+    ray_cluster.add_node(num_cpus=2)  # room for the replacement
+    try:
+        sm, smr = gateway.sm(), gateway.smr()
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": "survivor-model",
+            "InstanceType": "ml.m5.2xlarge",  # 8 vCPUs x 0.25: a whole node each
+            "InitialInstanceCount": 2,
+        }
+        create_synthetic_endpoint(sm, "survivor", variants=[variant])
+        # The node one instance runs on, to be lost.
+        placed = {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
+        victim = next(
+            node
+            for node in ray_cluster.list_all_nodes()
+            if node.node_id == placed[next(n for n in placed if n.startswith("survivor/"))]
+        )
+        outcomes: list[str] = []
+
+        def run() -> None:
+            try:
+                outcomes.append(str(stream(smr, "survivor", 2000).count(b"data:")))
+            except EventStreamError as error:
+                outcomes.append(error.response["Error"]["Code"])
+
+        runners = [threading.Thread(target=run) for _ in range(4)]
+        for runner in runners:
+            runner.start()
+        time.sleep(1.0)
+        ray_cluster.remove_node(victim)
+        for runner in runners:
+            runner.join(60)
+        # Streams on the lost node ended with the modelled error; the others finished.
+        assert sorted(set(outcomes)) == ["2000", "ModelStreamError"], outcomes
+        assert sm.describe_endpoint(EndpointName="survivor")["EndpointStatus"] == "InService"
+        assert stream(smr, "survivor", 10).count(b"data:") == 10
+
+        def whole() -> bool:
+            summary = sm.describe_endpoint(EndpointName="survivor")["ProductionVariants"][0]
+            return summary["CurrentInstanceCount"] == 2
+
+        deadline = time.monotonic() + 90
+        while not whole():
+            assert time.monotonic() < deadline, "the lost instance was not replaced"
+            time.sleep(0.5)
+        assert len([n for n in actors() if n.startswith("survivor/")]) == 2
+        delete_endpoint(sm, "survivor")
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"),
+        ("nonsense", "--ray-address 'nonsense' is not auto, host:port or ray://host:port"),
+    ],
+)
+def test_an_unreachable_cluster_is_one_line_and_a_failed_start(tmp_path, address, message):
+    # Its own process: this one is already Ray's driver for the shared cluster.
+    argv = [sys.executable, "-m", "streamhost.cli", "gateway", "--provisioner", "ray"]
+    argv += ["--ray-address", address, "--port", "0", "--state", str(tmp_path / "g.db")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
