@@ -125,6 +125,42 @@ def test_a_restarted_gateway_adopts_its_actors(ray_cluster, tmp_path):
     assert_no_model_servers(state)
 
 
+def test_scale_out_and_in_on_the_cluster_loses_no_chunk(ray_cluster, tmp_path):
+    gateway = ray_gateway(tmp_path / "state", ray_cluster)
+    try:
+        sm, smr = gateway.sm(), gateway.smr()
+        create_synthetic_endpoint(sm, "elastic", count=1)
+        entry = {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="elastic", DesiredWeightsAndCapacities=[entry]
+        )
+        wait_in_service(sm, "elastic")
+        assert len([n for n in actors() if n.startswith("elastic/")]) == 3
+        counts: list[int] = []
+        runners = [
+            threading.Thread(
+                target=lambda: counts.append(stream(smr, "elastic", 400).count(b"data:"))
+            )
+            for _ in range(6)
+        ]
+        for runner in runners:
+            runner.start()
+        time.sleep(0.3)
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="elastic",
+            DesiredWeightsAndCapacities=[{**entry, "DesiredInstanceCount": 1}],
+        )
+        for runner in runners:
+            runner.join(60)
+        assert counts == [400] * 6  # the two removed instances drained their streams
+        wait_in_service(sm, "elastic")
+        assert len([n for n in actors() if n.startswith("elastic/")]) == 1
+        delete_endpoint(sm, "elastic")
+    finally:
+        gateway.stop()
+    assert_no_model_servers(tmp_path / "state")
+
+
 # Last in the module: it removes a node of the shared cluster.
 def test_a_lost_node_ends_its_streams_and_is_replaced(ray_cluster, tmp_path):
     from ray.util.state import list_actors
