@@ -93,6 +93,7 @@ def _gateway(args: argparse.Namespace) -> int:
             provisioner=args.provisioner,
             ray_address=args.ray_address,
             ray_resource_scale=args.ray_resource_scale,
+            ray_placement_timeout=args.ray_placement_timeout,
         )
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
@@ -330,6 +331,13 @@ def _add_gateway(sub: Any) -> None:
         default=1.0,
         help="scale each instance's CPU and memory request (from its InstanceType) by this "
         "factor, for clusters smaller than the types asked for (default 1)",
+    )
+    gateway.add_argument(
+        "--ray-placement-timeout",
+        type=float,
+        default=180.0,
+        help="seconds an instance may wait for room on the Ray cluster before its endpoint "
+        "fails for lack of capacity (default 180)",
     )
     gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     gateway.add_argument(

@@ -152,6 +152,7 @@ def build_settings(
     provisioner: str = "local",
     ray_address: str | None = None,
     ray_resource_scale: float = 1.0,
+    ray_placement_timeout: float = 180.0,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -178,6 +179,10 @@ def build_settings(
         raise SettingsError(f"--provisioner must be local or ray, got {provisioner!r}")
     if ray_address and provisioner != "ray":
         raise SettingsError("--ray-address goes with --provisioner ray")
+    if ray_placement_timeout <= 0:
+        raise SettingsError(
+            f"--ray-placement-timeout must be positive, got {ray_placement_timeout:g}"
+        )
     if not 0 < ray_resource_scale <= 1:
         raise SettingsError(f"--ray-resource-scale must be in (0, 1], got {ray_resource_scale:g}")
     url, folder = state_dir_for(state, env)
@@ -214,6 +219,7 @@ def build_settings(
         provisioner=provisioner,
         ray_address=ray_address,
         ray_resource_scale=ray_resource_scale,
+        ray_placement_timeout=ray_placement_timeout,
     )
 
 
