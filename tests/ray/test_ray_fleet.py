@@ -163,8 +163,6 @@ def test_scale_out_and_in_on_the_cluster_loses_no_chunk(ray_cluster, tmp_path):
 
 # Last in the module: it removes a node of the shared cluster.
 def test_a_lost_node_ends_its_streams_and_is_replaced(ray_cluster, tmp_path):
-    from ray.util.state import list_actors
-
     gateway = ray_gateway(tmp_path / "state", ray_cluster)
     ray_cluster.add_node(num_cpus=2)  # room for the replacement
     try:
@@ -176,13 +174,9 @@ def test_a_lost_node_ends_its_streams_and_is_replaced(ray_cluster, tmp_path):
             "InitialInstanceCount": 2,
         }
         create_synthetic_endpoint(sm, "survivor", variants=[variant])
-        # The node one instance runs on, to be lost.
-        placed = {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
-        victim = next(
-            node
-            for node in ray_cluster.list_all_nodes()
-            if node.node_id == placed[next(n for n in placed if n.startswith("survivor/"))]
-        )
+        # The node one instance runs on (its record says), to be lost.
+        placed = gateway.app.store.list_instances("survivor")[0].detail["ray_node"]
+        victim = next(node for node in ray_cluster.list_all_nodes() if node.node_id == placed)
         outcomes: list[str] = []
 
         def run() -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from streamhost.gateway import provisioner
+from streamhost.gateway import launcher
 from tests.harness import (
     LMI_IMAGE,
     ROLE,
@@ -144,7 +144,7 @@ def taken_port(monkeypatch):
         offers.append(port)
         return port
 
-    monkeypatch.setattr(provisioner, "free_port", offer)
+    monkeypatch.setattr(launcher, "free_port", offer)
     yield offers
     holder.close()
 
@@ -164,14 +164,14 @@ def test_a_port_taken_once_is_retried_on_another(gateway, monkeypatch):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
-    choose = provisioner.free_port
+    choose = launcher.free_port
     offers: list[int] = []
 
     def offer(host: str) -> int:
         offers.append(holder.getsockname()[1] if not offers else choose(host))
         return offers[-1]
 
-    monkeypatch.setattr(provisioner, "free_port", offer)
+    monkeypatch.setattr(launcher, "free_port", offer)
     try:
         sm = gateway.sm()
         create_synthetic_endpoint(sm, "second-try", wait=False)

@@ -122,8 +122,8 @@ class InstanceActor:
         self.secret_hash = ""
         self.where: tuple[str, int, int] = ("", 0, 0)
 
-    def start(self, spec: dict[str, Any]) -> tuple[str, int, int]:
-        """Start the model server; (host, port, pid)."""
+    def start(self, spec: dict[str, Any]) -> tuple[str, int, int, str]:
+        """Start the model server; (host, port, pid, node id)."""
         import ray
         from streamhost.ports import free_port
         from streamhost.processes import exit_with_parent
@@ -155,7 +155,7 @@ class InstanceActor:
                 preexec_fn=exit_with_parent(signal.SIGKILL),
             )
         self.where = (host, port, self.popen.pid)
-        return self.where
+        return (*self.where, ray.get_runtime_context().get_node_id())
 
     def poll(self) -> int | None:
         """The model server's exit status, or None while it runs."""
@@ -215,8 +215,11 @@ def _hash(secret: str) -> str:
 class RayInstance:
     """An instance's actor and where its model server listens."""
 
-    def __init__(self, name: str, actor: Any, host: str, port: int, pid: int | None) -> None:
+    def __init__(
+        self, name: str, actor: Any, host: str, port: int, pid: int | None, node: str = ""
+    ) -> None:
         self.name = name
+        self.node = node  # the Ray node id it was placed on
         self.actor = actor
         self.host = host
         self.port = port
@@ -236,7 +239,7 @@ class RayInstance:
 
     def detail(self) -> dict[str, Any]:
         """The actor's name, for a restarted gateway to find it."""
-        return {"ray_actor": self.name}
+        return {"ray_actor": self.name, "ray_node": self.node}
 
     def gone(self, code: int | None = None) -> None:
         self._alive = False
@@ -292,7 +295,7 @@ class RayLauncher:
             "banner": spec.banner,
         }
         try:
-            host, port, pid = await asyncio.wait_for(
+            host, port, pid, node = await asyncio.wait_for(
                 actor.start.remote(payload), self.placement_timeout
             )
         except asyncio.TimeoutError:
@@ -306,19 +309,35 @@ class RayLauncher:
         except BaseException:  # cancelled (gateway shutdown), or the actor failed to start
             _kill(actor)
             raise
-        instance = RayInstance(name, actor, host, port, pid)
+        instance = RayInstance(name, actor, host, port, pid, node)
         instance.watch = asyncio.get_running_loop().create_task(self._watch(instance))
         return instance
 
     async def _watch(self, instance: RayInstance) -> None:
-        from ray.exceptions import RayError
+        from ray.exceptions import ActorDiedError, RayError
 
+        unsure = False
         while True:
             try:
                 code = await instance.actor.poll.remote()
-            except RayError:  # the actor, or its node, is gone
+            except ActorDiedError:  # the actor, or its node, is gone
                 instance.gone()
                 return
+            except RayError as error:
+                # Ray cannot answer now (its head or the network): the instance keeps
+                # serving; its /ping health checks go on, and say if it stops.
+                if not unsure:
+                    log.warning(
+                        "cannot ask Ray about instance %s (%s); relying on its health checks",
+                        instance.name,
+                        type(error).__name__,
+                    )
+                unsure = True
+                await asyncio.sleep(_POLL_INTERVAL * 5)
+                continue
+            if unsure:
+                log.info("Ray answers about instance %s again", instance.name)
+                unsure = False
             if code is not None:
                 instance.gone(code)
                 return
