@@ -54,6 +54,13 @@ def add_bench_command(subparsers) -> None:
     )
     p.add_argument("--no-peer", action="store_true", help="skip transformers serve / nginx")
     p.add_argument(
+        "--provisioner",
+        default="local",
+        choices=["local", "ray"],
+        help="e2e scenario: ray also measures a gateway whose instance is an actor on a "
+        "one-node Ray cluster on this machine (needs streamhost[ray])",
+    )
+    p.add_argument(
         "--vllm-python",
         default=None,
         metavar="PYTHON",
@@ -143,7 +150,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
                 levels = concurrency if args.concurrency != "1,8,32" else (1, 8, 32, 64)
                 tables.append(
-                    relay.run_e2e(levels, args.new, args.repeats, args.requests, progress=progress)
+                    relay.run_e2e(
+                        levels,
+                        args.new,
+                        args.repeats,
+                        args.requests,
+                        progress=progress,
+                        provisioner=args.provisioner,
+                    )
                 )
     # The command line as typed (benchmarks/*.py call the CLI with their own argv).
     command = (

@@ -60,8 +60,13 @@ import dataclasses, os, sys
 from streamhost.gateway.app import serve
 from streamhost.gateway.settings import build_settings
 port, state, credentials, python = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-settings = build_settings(port=int(port), state=state, credentials=credentials)
+ray_address = sys.argv[5] if len(sys.argv) > 5 else None
+extra = dict(provisioner="ray", ray_address=ray_address, ray_resource_scale=0.25) if ray_address else {}
+settings = build_settings(port=int(port), state=state, credentials=credentials, **extra)
 settings = dataclasses.replace(settings, instance_python=python)
+if ray_address:
+    from streamhost.gateway.ray_launcher import connect, namespace_for
+    connect(ray_address, namespace_for(settings.state_url))
 serve(settings, log_level="warning")
 """
 
@@ -363,9 +368,10 @@ def start_nginx(
 
 
 @contextlib.contextmanager
-def gateway_process(root: Path, instance_python: str):
+def gateway_process(root: Path, instance_python: str, ray_address: str | None = None):
     """A gateway subprocess (SigV4 on, state and credentials under `root`), ready on /ping:
-    yields (its URL, its state database). Leaving stops it, and it stops its instances."""
+    yields (its URL, its state database). Leaving stops it, and it stops its instances.
+    With `ray_address` its instances are actors on that Ray cluster."""
     (root / "credentials").write_text(
         f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
     )
@@ -382,6 +388,7 @@ def gateway_process(root: Path, instance_python: str):
             str(state),
             str(root / "credentials"),
             instance_python,
+            *([ray_address] if ray_address else []),
         ],
         env=env,
     )
@@ -394,7 +401,8 @@ def gateway_process(root: Path, instance_python: str):
             gateway.wait(60)
 
 
-def deploy(url: str, name: str, environment: dict) -> None:
+def deploy(url: str, name: str, environment: dict) -> float:
+    """Create the endpoint; seconds from CreateEndpoint to InService."""
     sm = boto3.session.Session().client(
         "sagemaker",
         endpoint_url=url,
@@ -419,10 +427,12 @@ def deploy(url: str, name: str, environment: dict) -> None:
             }
         ],
     )
+    started = time.perf_counter()
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     sm.get_waiter("endpoint_in_service").wait(
         EndpointName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 600}
     )
+    return time.perf_counter() - started
 
 
 @dataclass
@@ -637,12 +647,16 @@ def run_e2e(
     repeats: int = 3,
     requests: int = 0,
     progress=None,
+    provisioner: str = "local",
 ) -> Table:
     """Scenario 4: the `tiny` model streamed through the gateway vs direct to its instance.
 
     The gateway path sends exactly what boto3's `invoke_endpoint_with_response_stream`
     sends (SigV4-signed, event-stream response), from an aiohttp client so that the
-    client's own parsing does not dominate a 2-core machine.
+    client's own parsing does not dominate a 2-core machine. With `provisioner="ray"` a
+    second gateway runs its instance as an actor on a one-node Ray cluster on this machine,
+    measured in the same interleaved rounds ("gateway on Ray"), and each endpoint's
+    creation (CreateEndpoint to InService) is timed.
     """
     from streamhost.bench.metrics import summarize
 
@@ -663,13 +677,28 @@ def run_e2e(
         ],
     )
     root = Path(tempfile.mkdtemp(prefix="streamhost-e2e-"))
+    environment = {"HF_MODEL_ID": "tiny", "MAX_CONCURRENT_REQUESTS": "512"}
+    created: dict[str, float] = {}
     try:
-        with gateway_process(root, sys.executable) as (gateway_url, state):
-            deploy(gateway_url, "tiny", {"HF_MODEL_ID": "tiny", "MAX_CONCURRENT_REQUESTS": "512"})
+        with contextlib.ExitStack() as stack:
+            gateway_url, state = stack.enter_context(gateway_process(root, sys.executable))
+            created["gateway"] = deploy(gateway_url, "tiny", environment)
             store = Store.open(sqlite_url(state))
             record = store.list_instances("tiny")[0]
             store.close()
             targets = direct_and_gateway(gateway_url, "tiny", record)
+            if provisioner == "ray":
+                address = stack.enter_context(_ray_cluster())
+                ray_root = root / "ray"
+                ray_root.mkdir()
+                ray_url, _ = stack.enter_context(gateway_process(ray_root, sys.executable, address))
+                created["gateway on Ray"] = deploy(ray_url, "tiny", environment)
+                stream_url = f"{ray_url}/endpoints/tiny/invocations-response-stream"
+                targets["gateway on Ray"] = {
+                    "url": stream_url,
+                    "headers": signer(stream_url),
+                    "kind": "eventstream",
+                }
             bodies = [
                 json.dumps(
                     {
@@ -711,7 +740,7 @@ def run_e2e(
                             statistics.median(s.itl["p50"] for s in summaries),
                             statistics.median(s.e2e["p50"] for s in summaries),
                             statistics.median(s.failed for s in summaries),
-                            f"{tps / direct_tps:.1%}" if path == "gateway" else "-",
+                            f"{tps / direct_tps:.1%}" if path != "direct" else "-",
                         ]
                     )
                     table.series.setdefault("output tok/s", {}).setdefault(path, []).append(tps)
@@ -719,6 +748,44 @@ def run_e2e(
                         statistics.median(s.ttft["p50"] for s in summaries)
                     )
             table.series["x"] = {"concurrency": [float(c) for c in levels]}
+            if "gateway on Ray" in targets:
+                table.notes.extend(_ray_notes(runs, levels, created))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return table
+
+
+@contextlib.contextmanager
+def _ray_cluster():
+    """A one-node Ray cluster on 127.0.0.1 for the e2e scenario: yields its address."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # this machine only: loopback
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def _ray_notes(runs: dict, levels: tuple[int, ...], created: dict[str, float]) -> list[str]:
+    """The Ray gateway against the local one: the targets' terms."""
+    notes = []
+    for c in levels:
+        local, ray = runs[(c, "gateway")], runs[(c, "gateway on Ray")]
+        tps = statistics.median(s.output_throughput for s in ray) / max(
+            statistics.median(s.output_throughput for s in local), 1e-9
+        )
+        ttft = statistics.median(s.ttft["p50"] for s in ray) - statistics.median(
+            s.ttft["p50"] for s in local
+        )
+        notes.append(
+            f"concurrency {c}: gateway on Ray / local gateway tok/s = {tps:.1%}, "
+            f"TTFT p50 {ttft:+.1f} ms"
+        )
+    notes.append(
+        "CreateEndpoint to InService: local "
+        f"{created['gateway']:.1f} s, on Ray {created['gateway on Ray']:.1f} s "
+        f"({created['gateway on Ray'] - created['gateway']:+.1f} s)"
+    )
+    return notes
