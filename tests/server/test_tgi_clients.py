@@ -111,7 +111,9 @@ def test_blog_tgi_loop_prints_the_generated_text(tgi_server):
 
 
 def test_tokens_arrive_incrementally(tgi_server):
-    body = {"inputs": "stream me", "parameters": {"max_new_tokens": 64, "ignore_eos": True}}
+    # Long enough (~1 s) that a server starved of CPU for a moment (the whole suite runs on
+    # two cores) still shows its stream arriving piece by piece.
+    body = {"inputs": "stream me", "parameters": {"max_new_tokens": 256, "ignore_eos": True}}
     arrivals = []
     started = time.perf_counter()
     with httpx.stream(
@@ -119,7 +121,7 @@ def test_tokens_arrive_incrementally(tgi_server):
     ) as response:
         for chunk in response.iter_raw():
             arrivals.append((time.perf_counter() - started, chunk.count(b"data:")))
-    assert sum(n for _, n in arrivals) == 64
+    assert sum(n for _, n in arrivals) == 256
     first_at = next(t for t, n in arrivals if n)
     last_at = arrivals[-1][0]
     # The first token reached the client while most of the generation was still to come.
