@@ -64,7 +64,29 @@ class Host(Protocol):
     def stop(self) -> None: ...
 
 
-class ThreadHost:
+class SchedulerHost:
+    """What both hosts share: requests go to their scheduler (a thread here, or the child
+    process's stand-in), once `load` has made it."""
+
+    _scheduler: Any = None
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue a validated request."""
+        assert self._scheduler is not None
+        self._scheduler.submit(seq)
+
+    def cancel(self, seq: Sequence) -> None:
+        """Drop a request."""
+        if self._scheduler is not None:
+            self._scheduler.cancel(seq)
+
+    def stop(self) -> None:
+        """Stop the scheduler; requests still running end with ``cancelled``."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
+
+
+class ThreadHost(SchedulerHost):
     """The model and its scheduler thread in this process (tests, the synthetic model)."""
 
     def __init__(self, config: EngineConfig, dispatch: Any) -> None:
@@ -111,21 +133,6 @@ class ThreadHost:
         )
         self._scheduler.start()
         return loaded
-
-    def submit(self, seq: Sequence) -> None:
-        """Queue a validated request."""
-        assert self._scheduler is not None
-        self._scheduler.submit(seq)
-
-    def cancel(self, seq: Sequence) -> None:
-        """Drop a request."""
-        if self._scheduler is not None:
-            self._scheduler.cancel(seq)
-
-    def stop(self) -> None:
-        """Stop the scheduler thread."""
-        if self._scheduler is not None:
-            self._scheduler.stop()
 
 
 class Engine:
@@ -231,11 +238,7 @@ class Engine:
                 pos = start + len(word)
                 out.append((len(word), word, start, pos))
             return out
-        enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        return [
-            (tid, text[a:b], a, b)
-            for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-        ]
+        return token_offsets(self.tokenizer, text)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """Render a conversation with the model's chat template (or a plain fallback)."""
@@ -311,6 +314,16 @@ class Engine:
                 loop.call_soon_threadsafe(_deliver, items)
             except RuntimeError:  # that loop is closed: nobody is listening
                 pass
+
+
+def token_offsets(tokenizer: Any, text: str) -> list[tuple[int, str, int, int]]:
+    """``(id, text, start, stop)`` per token of ``text`` through ``tokenizer`` (every
+    engine's /tokenize)."""
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    return [
+        (tid, text[a:b], a, b)
+        for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
 
 
 def render_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamhost.engine.config import EngineConfig
-from streamhost.engine.core import Loaded
+from streamhost.engine.core import Loaded, SchedulerHost
 from streamhost.engine.metrics import EngineMetrics
 from streamhost.engine.protocol import ModelInfo
 from streamhost.engine.scheduler import Sequence
@@ -133,8 +133,9 @@ def _final(seq: Sequence) -> TokenEvent:
     )
 
 
-class ProcessHost:
-    """The model and its scheduler in a child process; the tokenizer stays here."""
+class ProcessHost(SchedulerHost):
+    """The model and its scheduler in a child process; the tokenizer stays here (its
+    scheduler is the child's stand-in, `RemoteScheduler`)."""
 
     def __init__(self, config: EngineConfig, dispatch: Any, lost: Any) -> None:
         self.config = config
@@ -220,21 +221,6 @@ class ProcessHost:
                 "tokenizer": tokenizer_s,  # here, meanwhile
             },
         )
-
-    def submit(self, seq: Sequence) -> None:
-        """Send a validated request to the child."""
-        assert self._scheduler is not None
-        self._scheduler.submit(seq)
-
-    def cancel(self, seq: Sequence) -> None:
-        """Ask the child to drop a request."""
-        if self._scheduler is not None:
-            self._scheduler.cancel(seq)
-
-    def stop(self) -> None:
-        """Stop the child; requests still inside end with ``cancelled``."""
-        if self._scheduler is not None:
-            self._scheduler.stop()
 
 
 def _thread_locked_progress_bars() -> None:

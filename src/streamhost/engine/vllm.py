@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streamhost.engine.config import EngineConfig
-from streamhost.engine.core import render_chat
+from streamhost.engine.core import render_chat, token_offsets
 from streamhost.engine.metrics import EngineMetrics
 from streamhost.engine.protocol import ModelInfo
 from streamhost.engine.stream import RequestStream
@@ -212,11 +212,7 @@ class VllmEngine:
 
     def offsets(self, text: str) -> list[tuple[int, str, int, int]]:
         """``(id, text, start, stop)`` per token, with character offsets (for /tokenize)."""
-        enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        return [
-            (tid, text[a:b], a, b)
-            for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-        ]
+        return token_offsets(self.tokenizer, text)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """Render a conversation with the model's chat template (or a plain fallback)."""
