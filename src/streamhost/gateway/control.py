@@ -529,31 +529,25 @@ class ControlPlane:
     ) -> None:
         try:
             await self.deployer.scale(name, desired)
-        except DeployFailed as failure:
-            # As a failed update: the fleet keeps serving, with the values it had.
-            await self._record(
-                name,
-                (Status.UPDATING,),
-                status=Status.IN_SERVICE,
-                failure_reason=failure.reason[:_MAX_FAILURE_REASON],
-                deployment=before,
-            )
-            return
+            failure = None
+        except DeployFailed as error:
+            failure = error.reason
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("scaling endpoint %s failed", name)
-            await self._record(
-                name,
-                (Status.UPDATING,),
-                status=Status.IN_SERVICE,
-                failure_reason=f"Internal error while scaling: {type(exc).__name__}: {exc}"[
-                    :_MAX_FAILURE_REASON
-                ],
-                deployment=before,
-            )
+            failure = f"Internal error while scaling: {type(exc).__name__}: {exc}"
+        if failure is None:
+            await self._record(name, (Status.UPDATING,), status=Status.IN_SERVICE)
             return
-        await self._record(name, (Status.UPDATING,), status=Status.IN_SERVICE)
+        # As a failed update: the fleet keeps serving, with the values it had.
+        await self._record(
+            name,
+            (Status.UPDATING,),
+            status=Status.IN_SERVICE,
+            failure_reason=failure[:_MAX_FAILURE_REASON],
+            deployment=before,
+        )
 
     async def _run_restore(self, name: str) -> None:
         endpoint = await self._db(self.store.get_endpoint, name)
