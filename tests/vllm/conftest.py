@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.vllm.tier import VLLM_PYTHON, VLLM_START_TIMEOUT, ModelServerProcess
@@ -30,7 +31,13 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServe
     log = tmp_path_factory.mktemp("vllm") / "serve-model.log"
     server = ModelServerProcess(VLLM_PYTHON, log, "--engine", "vllm", env=TGI_ENV)
     try:
-        yield server.wait_ready(VLLM_START_TIMEOUT)
+        server.wait_ready(VLLM_START_TIMEOUT)
+        # vLLM's first requests after its start can take seconds more on a busy machine;
+        # the clients under test keep their default timeouts (httpx: 5 s).
+        body = {"inputs": "warm up", "parameters": {"max_new_tokens": 8}}
+        for _ in range(2):
+            httpx.post(server.url + "/generate", json=body, timeout=300).raise_for_status()
+        yield server
     finally:
         server.stop()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,9 @@ from pathlib import Path
 
 log = logging.getLogger("streamhost.engine")
 
-TINY_VERSION = "tiny-v1"
+# v2: the JSON files no longer name the transformers that wrote them, so the folder is
+# the same bytes from any environment (the vLLM tier's pins its own transformers).
+TINY_VERSION = "tiny-v2"
 SEED = 20230801
 VOCAB_SIZE = 2048
 HIDDEN_SIZE = 256
@@ -108,7 +111,7 @@ def is_random_model(model_id: str | None) -> bool:
 
 
 def _version(shape: str) -> str:
-    return TINY_VERSION if shape == "tiny" else f"{shape}-v1"
+    return TINY_VERSION if shape == "tiny" else f"{shape}-v2"
 
 
 def _build_once(version: str, build) -> Path:
@@ -217,6 +220,10 @@ def build_tiny(folder: Path, shape: str = "tiny") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    for name in ("config.json", "generation_config.json"):  # as transformers writes them
+        settings = json.loads((folder / name).read_text())
+        settings.pop("transformers_version", None)
+        (folder / name).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     (folder / "README.md").write_text(
         f"# streamhost {shape}\n\nA random {layout['num_hidden_layers']}-layer Llama built by "
         f"streamhost from a fixed seed ({_version(shape)}). Its text is not meaningful; it exists "
