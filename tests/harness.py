@@ -379,9 +379,11 @@ def descendants(pid: int) -> list[psutil.Process]:
     return []
 
 
-def stop_popen(process: subprocess.Popen, timeout: float = 60.0) -> list[psutil.Process]:
+def stop_popen(
+    process: subprocess.Popen, timeout: float = 60.0, grace: float = 10.0
+) -> list[psutil.Process]:
     """SIGTERM `process` and wait (SIGKILL past `timeout`); return its descendants that
-    outlived it by 10 s, which are then stopped too."""
+    outlived it by `grace` seconds, which are then stopped too."""
     family = descendants(process.pid)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -390,7 +392,7 @@ def stop_popen(process: subprocess.Popen, timeout: float = 60.0) -> list[psutil.
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    left = still_running(family, 10)
+    left = still_running(family, grace)
     stop_leftovers(left, 5)
     return left
 
