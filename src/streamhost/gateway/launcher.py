@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -101,15 +101,7 @@ class LocalProcessLauncher:
     async def launch(self, spec: LaunchSpec) -> LocalProcess:
         """`serve-model` on a free port, in its own process group."""
         port = free_port(self.host)
-        env = {**spec.environment, "SAGEMAKER_BIND_TO_PORT": str(port)}
-        argv = [
-            *[self.python, "-m", "streamhost.cli", "serve-model"],
-            *["--model-dir", str(spec.model_root), "--port", str(port)],
-            *["--host", self.host, "--api", spec.api],
-        ]
-        popen = await asyncio.to_thread(
-            _popen, argv, env, spec.model_root, spec.log_path, spec.banner
-        )
+        popen = await asyncio.to_thread(start_model_server, spec, self.python, self.host, port)
         return LocalProcess(popen.pid, _create_time(popen.pid), popen, self.host, port)
 
     async def stop(self, instance: Launched) -> None:
@@ -207,11 +199,24 @@ def _parent_of(pid: int) -> int | None:
         return None
 
 
-def _popen(
-    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, banner: str
+def start_model_server(
+    spec: LaunchSpec,
+    python: str,
+    host: str,
+    port: int,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.Popen:
-    with log_path.open("ab") as log_file:
-        log_file.write(banner.encode())
+    """`python -m streamhost.cli serve-model` for `spec` on host:port, in its own process
+    group, its output appended to the instance's log after the banner (every launcher's)."""
+    argv = [
+        *[python, "-m", "streamhost.cli", "serve-model"],
+        *["--model-dir", str(spec.model_root), "--port", str(port)],
+        *["--host", host, "--api", spec.api],
+    ]
+    env = {**spec.environment, "SAGEMAKER_BIND_TO_PORT": str(port)}
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with spec.log_path.open("ab") as log_file:
+        log_file.write(spec.banner.encode())
         log_file.flush()
         return subprocess.Popen(
             argv,
@@ -219,10 +224,11 @@ def _popen(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=cwd,
+            cwd=spec.model_root,
             start_new_session=True,  # own process group: signals reach all of it, and
             # a Ctrl-C meant for the gateway does not kill instances mid-shutdown
             close_fds=True,
+            preexec_fn=preexec_fn,
         )
 
 

@@ -30,10 +30,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
-from .launcher import LaunchSpec
+from .launcher import LaunchSpec, start_model_server
 from .lifecycle import DeployFailed
 from .store import InstanceRecord
 
@@ -122,7 +121,7 @@ class InstanceActor:
         self.secret_hash = ""
         self.where: tuple[str, int, int] = ("", 0, 0)
 
-    def start(self, spec: dict[str, Any]) -> tuple[str, int, int, str]:
+    def start(self, spec: LaunchSpec) -> tuple[str, int, int, str]:
         """Start the model server; (host, port, pid, node id)."""
         import ray
         from streamhost.ports import free_port
@@ -130,30 +129,11 @@ class InstanceActor:
 
         host = ray.util.get_node_ip_address()
         port = free_port(host)
-        env = {**spec["environment"], "SAGEMAKER_BIND_TO_PORT": str(port)}
-        self.secret_hash = _hash(env.get("STREAMHOST_INSTANCE_SECRET", ""))
-        argv = [
-            *[sys.executable, "-m", "streamhost.cli", "serve-model"],
-            *["--model-dir", spec["model_root"], "--port", str(port)],
-            *["--host", host, "--api", spec["api"]],
-        ]
-        log_path = Path(spec["log_path"])
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log_file:
-            log_file.write(spec["banner"].encode())
-            log_file.flush()
-            self.popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=spec["model_root"],
-                start_new_session=True,
-                close_fds=True,
-                # Dies with this actor's process, at once, as it would with its machine.
-                preexec_fn=exit_with_parent(signal.SIGKILL),
-            )
+        self.secret_hash = _hash(spec.environment.get("STREAMHOST_INSTANCE_SECRET", ""))
+        # The node's own Python; dies with this actor's process, at once, as with its machine.
+        self.popen = start_model_server(
+            spec, sys.executable, host, port, exit_with_parent(signal.SIGKILL)
+        )
         self.where = (host, port, self.popen.pid)
         return (*self.where, ray.get_runtime_context().get_node_id())
 
@@ -287,16 +267,9 @@ class RayLauncher:
             )
             .remote()
         )
-        payload = {
-            "environment": spec.environment,
-            "model_root": str(spec.model_root),
-            "api": spec.api,
-            "log_path": str(spec.log_path),
-            "banner": spec.banner,
-        }
         try:
             host, port, pid, node = await asyncio.wait_for(
-                actor.start.remote(payload), self.placement_timeout
+                actor.start.remote(spec), self.placement_timeout
             )
         except asyncio.TimeoutError:
             _kill(actor)
