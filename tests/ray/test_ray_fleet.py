@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import EventStreamError, WaiterError
 
+from streamhost import cli
+from streamhost.gateway.provisioner import read_instance_logs
 from tests.harness import (
     GatewayThread,
     assert_no_model_servers,
@@ -18,6 +22,7 @@ from tests.harness import (
     model_servers,
     payload_bytes,
     tgi_body,
+    wait_for,
     wait_in_service,
 )
 from tests.ray.tier import TIER
@@ -52,8 +57,15 @@ def stream(smr, name: str, tokens: int) -> bytes:
     return payload_bytes(resp)
 
 
-def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path):
-    gateway = ray_gateway(tmp_path / "state", ray_cluster)
+def node_log_folders() -> set[Path]:
+    """The actors' own copies of their model servers' logs, on the node (here, this one)."""
+    return set(Path(tempfile.gettempdir()).glob("streamhost-instance-*"))
+
+
+def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path, capsys):
+    state = tmp_path / "state"
+    gateway = ray_gateway(state, ray_cluster)
+    before = node_log_folders()
     try:
         sm, smr = gateway.sm(), gateway.smr()
         create_synthetic_endpoint(sm, "on-ray", count=2)
@@ -61,16 +73,34 @@ def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path):
         assert len(names) == 2 and all(n.startswith("on-ray/") for n in names)
         assert stream(smr, "on-ray", 40).count(b"data:") == 40
         # The model servers are the actors' children, not the gateway's.
-        assert not model_servers() and len(model_servers(tmp_path / "state")) == 2
+        assert not model_servers() and len(model_servers(state)) == 2
+        # Each writes its log on its node; the gateway keeps a copy in its state folder.
+        assert len(node_log_folders() - before) == 2
+        wait_for(
+            lambda: (
+                sum(
+                    "serving synthetic:5 (tgi API)" in text
+                    for _, text in read_instance_logs(state, "on-ray")
+                )
+                == 2
+            ),
+            timeout=15,
+        )
         delete_endpoint(sm, "on-ray")
         assert actors() == []
+        assert node_log_folders() - before == set()
     finally:
         gateway.stop()
-    assert_no_model_servers(tmp_path / "state")
+    assert_no_model_servers(state)
+    assert cli.main(["logs", "on-ray", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("==> instance alltraffic-") == 2
+    assert out.count("serving synthetic:5 (tgi API)") == 2
+    assert out.count("streamhost: stopped instance") == 2
 
 
 def test_a_gpu_type_lands_on_the_gpu_node_and_too_many_gpus_fail_the_endpoint(
-    ray_cluster, tmp_path
+    ray_cluster, tmp_path, caplog
 ):
     import ray
 
@@ -85,6 +115,8 @@ def test_a_gpu_type_lands_on_the_gpu_node_and_too_many_gpus_fail_the_endpoint(
         }
         create_synthetic_endpoint(sm, "gpu", variants=[variant])
         assert ray.available_resources().get("GPU", 0) == 0  # its one GPU is taken
+        # The gateway's machine has none, and that is no concern of a Ray fleet's.
+        assert "has no GPU" not in caplog.text
         # Four GPUs (ml.g5.12xlarge) exist nowhere: Failed, saying so, in bounded time.
         started = time.monotonic()
         big = {**variant, "ModelName": "big-model", "InstanceType": "ml.g5.12xlarge"}

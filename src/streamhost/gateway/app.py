@@ -144,6 +144,7 @@ class GatewayApp:
                 health_interval=settings.health_interval,
                 drain_timeout=settings.drain_timeout,
                 stop_timeout=settings.stop_timeout,
+                gpu=True if settings.provisioner == "ray" else None,
             ),
             self.store,
             self.router,

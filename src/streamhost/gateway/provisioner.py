@@ -106,7 +106,9 @@ class ProvisionerSettings:
     drain_timeout: float = 30.0
     stop_timeout: float = 30.0  # SIGTERM → SIGKILL, as SageMaker gives containers
     log_tail_lines: int = 15
-    gpu: bool | None = None  # None: detect (nvidia-smi, /proc/driver/nvidia)
+    # Whether GPU types get a GPU. None: detect on this machine (nvidia-smi,
+    # /proc/driver/nvidia); the Ray launcher places them on nodes that have one.
+    gpu: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -14,22 +14,33 @@ advertise `GPU` resources). The model folder the gateway materialised is read by
 the node: the nodes must see the gateway's state folder (one machine, or a shared file
 system); model data is not shipped through Ray's object store.
 
+Logs: the model server writes its output to a file of its own on its node; the gateway's
+watcher pulls what is new with each poll (at most `_LOG_CHUNK` a second) and appends it to
+the instance's log in the gateway's state folder, so `streamhost logs` on the gateway's
+machine reads an instance's log wherever it runs. Stopping an instance pulls the rest and
+deletes the node's file.
+
 Ray is imported here only, and only when `--provisioner ray` is chosen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from .launcher import LaunchSpec, start_model_server
@@ -41,6 +52,7 @@ __all__ = ["RayInstance", "RayLauncher", "RayUnavailable", "instance_resources",
 log = logging.getLogger(__name__)
 
 _POLL_INTERVAL = 1.0  # seconds between checks that an actor's model server still runs
+_LOG_CHUNK = 1 << 20  # most bytes of an instance's log one poll brings to the gateway
 
 # vCPUs of a size, and GiB of memory per vCPU of a family (SageMaker's ml.* types follow
 # EC2's: m 4, c 2, r 8, t 2–4, g and inf/trn 4, p ~7.6).
@@ -120,6 +132,8 @@ class InstanceActor:
         self.popen: subprocess.Popen | None = None
         self.secret_hash = ""
         self.where: tuple[str, int, int] = ("", 0, 0)
+        self.folder: Path | None = None  # the node's folder of the model server's log
+        self.sent = 0  # bytes of that log the gateway asked for last
 
     def start(self, spec: LaunchSpec) -> tuple[str, int, int, str]:
         """Start the model server; (host, port, pid, node id)."""
@@ -130,32 +144,57 @@ class InstanceActor:
         host = ray.util.get_node_ip_address()
         port = free_port(host)
         self.secret_hash = _hash(spec.environment.get("STREAMHOST_INSTANCE_SECRET", ""))
+        self.folder = Path(tempfile.mkdtemp(prefix="streamhost-instance-"))
         # The node's own Python; dies with this actor's process, at once, as with its machine.
         self.popen = start_model_server(
-            spec, sys.executable, host, port, exit_with_parent(signal.SIGKILL)
+            dataclasses.replace(spec, log_path=self.folder / "instance.log"),
+            sys.executable,
+            host,
+            port,
+            exit_with_parent(signal.SIGKILL),
         )
         self.where = (host, port, self.popen.pid)
         return (*self.where, ray.get_runtime_context().get_node_id())
 
-    def poll(self) -> int | None:
-        """The model server's exit status, or None while it runs."""
-        return None if self.popen is None else self.popen.poll()
+    def poll(self, since: int | None) -> tuple[int | None, bytes, int]:
+        """The model server's exit status (None while it runs), and its log's bytes from
+        `since` (None: from where the last call ended) with the offset they end at."""
+        code = None if self.popen is None else self.popen.poll()
+        return code, *self._log(since, _LOG_CHUNK if code is None else None)
 
     def describe(self) -> tuple[str, int, int, str, int | None]:
         """(host, port, pid, secret hash, exit status) for adoption."""
-        return (*self.where, self.secret_hash, self.poll())
+        return (*self.where, self.secret_hash, None if self.popen is None else self.popen.poll())
 
-    def stop(self, timeout: float) -> None:
-        """SIGTERM to the model server's group, SIGKILL past `timeout`."""
+    def stop(self, timeout: float, since: int | None) -> bytes:
+        """SIGTERM to the model server's group, SIGKILL past `timeout`; the log's bytes
+        from `since`, and the node's copy deleted."""
         from streamhost.processes import signal_group, stop_process
 
         popen = self.popen
-        if popen is None or popen.poll() is not None:
-            return
-        stop_process(
-            lambda: popen.poll() is None, lambda signum: signal_group(popen.pid, signum), timeout
-        )
-        popen.wait()
+        if popen is not None and popen.poll() is None:
+            stop_process(
+                lambda: popen.poll() is None,
+                lambda signum: signal_group(popen.pid, signum),
+                timeout,
+            )
+            popen.wait()
+        rest, _ = self._log(since, None)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+        return rest
+
+    def _log(self, since: int | None, most: int | None) -> tuple[bytes, int]:
+        """The log's bytes from `since` (at most `most`), and the offset they end at."""
+        start = self.sent if since is None else since
+        chunk = b""
+        if self.folder is not None:
+            with contextlib.suppress(OSError), (self.folder / "instance.log").open("rb") as file:
+                file.seek(start)
+                chunk = file.read(-1 if most is None else most)
+        self.sent = start + len(chunk)
+        return chunk, self.sent
 
 
 def _describe(options: dict[str, Any]) -> str:
@@ -196,9 +235,18 @@ class RayInstance:
     """An instance's actor and where its model server listens."""
 
     def __init__(
-        self, name: str, actor: Any, host: str, port: int, pid: int | None, node: str = ""
+        self,
+        name: str,
+        actor: Any,
+        host: str,
+        port: int,
+        pid: int | None,
+        node: str = "",
+        log_path: Path | None = None,
     ) -> None:
         self.name = name
+        self.log_path = log_path  # the gateway's copy of its log (None: not kept)
+        self.received: int | None = None  # where that copy ends in the node's log
         self.node = node  # the Ray node id it was placed on
         self.actor = actor
         self.host = host
@@ -224,6 +272,21 @@ class RayInstance:
     def gone(self, code: int | None = None) -> None:
         self._alive = False
         self._code = code
+
+    async def keep_log(self, chunk: bytes, end: int | None = None) -> None:
+        """Append bytes of the model server's log (ending at `end`) to the gateway's copy."""
+        if end is not None:
+            self.received = end
+        if chunk and self.log_path is not None:
+            await asyncio.to_thread(_append, self.log_path, chunk)
+
+
+def _append(path: Path, chunk: bytes) -> None:
+    try:
+        with path.open("ab") as file:
+            file.write(chunk)
+    except OSError as exc:
+        log.warning("cannot keep an instance's log in %s: %s", path, exc)
 
 
 class RayLauncher:
@@ -282,7 +345,7 @@ class RayLauncher:
         except BaseException:  # cancelled (gateway shutdown), or the actor failed to start
             _kill(actor)
             raise
-        instance = RayInstance(name, actor, host, port, pid, node)
+        instance = RayInstance(name, actor, host, port, pid, node, spec.log_path)
         instance.watch = asyncio.get_running_loop().create_task(self._watch(instance))
         return instance
 
@@ -292,7 +355,7 @@ class RayLauncher:
         unsure = False
         while True:
             try:
-                code = await instance.actor.poll.remote()
+                code, chunk, end = await instance.actor.poll.remote(instance.received)
             except ActorDiedError:  # the actor, or its node, is gone
                 instance.gone()
                 return
@@ -311,6 +374,7 @@ class RayLauncher:
             if unsure:
                 log.info("Ray answers about instance %s again", instance.name)
                 unsure = False
+            await instance.keep_log(chunk, end)
             if code is not None:
                 instance.gone(code)
                 return
@@ -324,7 +388,8 @@ class RayLauncher:
         if instance.watch is not None:
             instance.watch.cancel()
         try:
-            await instance.actor.stop.remote(self.stop_timeout)
+            rest = await instance.actor.stop.remote(self.stop_timeout, instance.received)
+            await instance.keep_log(rest)
         except RayError:
             pass  # gone with its node: its model server went with it
         _kill(instance.actor)
@@ -346,7 +411,8 @@ class RayLauncher:
             return None
         if code is not None or port != record.port:
             return None
-        instance = RayInstance(name, actor, host, port, pid)
+        kept = record.detail.get("log")
+        instance = RayInstance(name, actor, host, port, pid, log_path=Path(kept) if kept else None)
         instance.secret_hash = secret_hash
         if self._loop is not None:
             instance.watch = asyncio.run_coroutine_threadsafe(self._watch(instance), self._loop)
