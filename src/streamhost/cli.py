@@ -94,6 +94,7 @@ def _gateway(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             ray_resource_scale=args.ray_resource_scale,
             ray_placement_timeout=args.ray_placement_timeout,
+            ray_ship_models=args.ray_ship_models,
         )
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
@@ -338,6 +339,12 @@ def _add_gateway(sub: Any) -> None:
         default=180.0,
         help="seconds an instance may wait for room on the Ray cluster before its endpoint "
         "fails for lack of capacity (default 180)",
+    )
+    gateway.add_argument(
+        "--ray-ship-models",
+        action="store_true",
+        help="send each instance its model files through Ray's object store (default: only "
+        "to nodes that cannot see the gateway's state folder; the others read it by path)",
     )
     gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     gateway.add_argument(

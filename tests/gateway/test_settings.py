@@ -56,6 +56,22 @@ def test_a_network_address_needs_credentials_or_insecure(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"provisioner": "k8s"}, "--provisioner must be local or ray, got 'k8s'"),
+        ({"ray_address": "auto"}, "--ray-address goes with --provisioner ray"),
+        ({"ray_ship_models": True}, "--ray-ship-models goes with --provisioner ray"),
+        ({"provisioner": "ray", "ray_resource_scale": 0.0}, "must be in (0, 1], got 0"),
+        ({"provisioner": "ray", "ray_placement_timeout": -1.0}, "must be positive, got -1"),
+    ],
+)
+def test_ray_options_are_checked(options, message):
+    with pytest.raises(SettingsError) as raised:
+        build_settings(environ={}, state="sqlite://", **options)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
     ("host", "loopback"),
     [
         ("127.0.0.1", True),

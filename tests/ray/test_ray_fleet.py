@@ -15,12 +15,15 @@ from botocore.exceptions import EventStreamError, WaiterError
 from streamhost import cli
 from streamhost.gateway.provisioner import read_instance_logs
 from tests.harness import (
+    ROLE,
+    TGI_IMAGE,
     GatewayThread,
     assert_no_model_servers,
     create_synthetic_endpoint,
     delete_endpoint,
     model_servers,
     payload_bytes,
+    targz,
     tgi_body,
     wait_for,
     wait_in_service,
@@ -97,6 +100,54 @@ def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path, capsys):
     assert out.count("==> instance alltraffic-") == 2
     assert out.count("serving synthetic:5 (tgi API)") == 2
     assert out.count("streamhost: stopped instance") == 2
+
+
+def test_model_files_are_shipped_through_the_object_store(ray_cluster, tmp_path, tiny_dir):
+    # --ray-ship-models does for every node what a node that cannot see the gateway's state
+    # folder gets: the files, written into the actor's own folder, and the model server
+    # (and the environment's /opt/ml/model) pointed there.
+    archive = tmp_path / "tiny.tar.gz"
+    archive.write_bytes(targz({p.name: p.read_bytes() for p in tiny_dir.iterdir()}))
+    state = tmp_path / "state"
+    gateway = ray_gateway(state, ray_cluster, ray_ship_models=True)
+    before = node_log_folders()
+    try:
+        sm, smr = gateway.sm(), gateway.smr()
+        sm.create_model(
+            ModelName="shipped",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={
+                "Image": TGI_IMAGE,
+                "ModelDataUrl": archive.as_uri(),
+                "Environment": {"HF_MODEL_ID": "/opt/ml/model"},
+            },
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="shipped",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "shipped",
+                    "InstanceType": "ml.m5.xlarge",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        sm.create_endpoint(EndpointName="shipped", EndpointConfigName="shipped")
+        wait_in_service(sm, "shipped")
+        (folder,) = node_log_folders() - before
+        (server,) = model_servers(folder)
+        assert str(folder / "model") in server.cmdline()
+        assert server.environ()["HF_MODEL_ID"] == str(folder / "model")
+        assert sorted(p.name for p in (folder / "model").iterdir()) == sorted(
+            p.name for p in tiny_dir.iterdir()
+        )
+        assert stream(smr, "shipped", 12).count(b"data:") == 12
+        delete_endpoint(sm, "shipped")
+        assert not folder.exists()
+    finally:
+        gateway.stop()
+    assert_no_model_servers(state)
 
 
 def test_a_gpu_type_lands_on_the_gpu_node_and_too_many_gpus_fail_the_endpoint(

@@ -185,6 +185,7 @@ class GatewayApp:
             settings.stop_timeout,
             settings.ray_resource_scale,
             settings.ray_placement_timeout,
+            settings.ray_ship_models,
         )
 
     async def shutdown(self) -> None:

@@ -45,7 +45,8 @@ class LaunchSpec:
     deployment_id: str
     instance_type: str | None  # the variant's InstanceType (None: serverless)
     api: str  # the personality: serve-model's --api
-    model_root: Path  # the folder the model server loads
+    model_data: Path  # the model's data as the gateway materialised it (/opt/ml/model)
+    model_root: Path  # the folder the model server loads: model_data or a folder in it
     environment: dict[str, str]  # the container's, the gateway's and the instance secret
     log_path: Path
     banner: str  # the log's first line for this start

@@ -498,6 +498,7 @@ class FleetManager:
             deployment_id=fleet.deployment_id,
             instance_type=plan.instance_type,
             api=plan.api,
+            model_data=data_dir,
             model_root=root,
             environment={
                 **self.settings.environment,

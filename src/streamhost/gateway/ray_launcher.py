@@ -10,9 +10,12 @@ gateway relays each request to the instance over HTTP/1.1, with the instance sec
 
 Resources come from the `InstanceType` (`instance_resources`): its vCPUs and memory, scaled
 by `--ray-resource-scale` for small clusters, and its GPUs (a GPU type needs nodes that
-advertise `GPU` resources). The model folder the gateway materialised is read by path on
-the node: the nodes must see the gateway's state folder (one machine, or a shared file
-system); model data is not shipped through Ray's object store.
+advertise `GPU` resources). Model data: the gateway materialises it in its state folder
+(fetching `s3://` data there) as for local instances. A node that sees that folder (one
+machine, or a shared file system) reads it by path; to a node that does not, the gateway
+ships the files once per launch through Ray's object store (in `_SHIP_CHUNK` pieces), and
+the actor writes them into a folder of its own, deleted when it stops
+(`--ray-ship-models`: ship to every node).
 
 Logs: the model server writes its output to a file of its own on its node; the gateway's
 watcher pulls what is new with each poll (at most `_LOG_CHUNK` a second) and appends it to
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _POLL_INTERVAL = 1.0  # seconds between checks that an actor's model server still runs
 _LOG_CHUNK = 1 << 20  # most bytes of an instance's log one poll brings to the gateway
+_SHIP_CHUNK = 64 << 20  # the pieces model files travel in through the object store
 
 # vCPUs of a size, and GiB of memory per vCPU of a family (SageMaker's ml.* types follow
 # EC2's: m 4, c 2, r 8, t 2–4, g and inf/trn 4, p ~7.6).
@@ -135,8 +139,13 @@ class InstanceActor:
         self.folder: Path | None = None  # the node's folder of the model server's log
         self.sent = 0  # bytes of that log the gateway asked for last
 
-    def start(self, spec: LaunchSpec) -> tuple[str, int, int, str]:
-        """Start the model server; (host, port, pid, node id)."""
+    def sees(self, folder: str) -> bool:
+        """Whether this node sees the gateway's model folder."""
+        return Path(folder).is_dir()
+
+    def start(self, spec: LaunchSpec, shipped: Manifest | None) -> tuple[str, int, int, str]:
+        """Start the model server, on the shipped model files if given; (host, port,
+        pid, node id)."""
         import ray
         from streamhost.ports import free_port
         from streamhost.processes import exit_with_parent
@@ -145,6 +154,9 @@ class InstanceActor:
         port = free_port(host)
         self.secret_hash = _hash(spec.environment.get("STREAMHOST_INSTANCE_SECRET", ""))
         self.folder = Path(tempfile.mkdtemp(prefix="streamhost-instance-"))
+        if shipped is not None:
+            _unpack(shipped, self.folder / "model")
+            spec = _moved(spec, self.folder / "model")
         # The node's own Python; dies with this actor's process, at once, as with its machine.
         self.popen = start_model_server(
             dataclasses.replace(spec, log_path=self.folder / "instance.log"),
@@ -195,6 +207,56 @@ class InstanceActor:
                 chunk = file.read(-1 if most is None else most)
         self.sent = start + len(chunk)
         return chunk, self.sent
+
+
+# A model folder in the object store: (path relative to it, its pieces) per file.
+Manifest = list[tuple[str, list[Any]]]
+
+
+def _pack(folder: Path) -> Manifest:
+    """Put the files under `folder` into Ray's object store, in pieces."""
+    import ray
+
+    manifest = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        pieces = []
+        with path.open("rb") as file:
+            while piece := file.read(_SHIP_CHUNK):
+                pieces.append(ray.put(piece))
+        manifest.append((path.relative_to(folder).as_posix(), pieces))
+    return manifest
+
+
+def _unpack(manifest: Manifest, folder: Path) -> None:
+    """Write a shipped model folder's files under `folder`, a piece at a time."""
+    import ray
+
+    for relative, pieces in manifest:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as file:
+            for piece in pieces:
+                file.write(ray.get(piece))
+
+
+def _moved(spec: LaunchSpec, data: Path) -> LaunchSpec:
+    """`spec` with its model data at `data` (the folder, and paths into it in the
+    environment), where the gateway had it elsewhere."""
+    old = str(spec.model_data)
+
+    def move(value: str) -> str:
+        return (
+            str(data) + value[len(old) :] if value == old or value.startswith(old + "/") else value
+        )
+
+    return dataclasses.replace(
+        spec,
+        model_data=data,
+        model_root=Path(move(str(spec.model_root))),
+        environment={key: move(value) for key, value in spec.environment.items()},
+    )
 
 
 def _describe(options: dict[str, Any]) -> str:
@@ -299,9 +361,15 @@ class RayLauncher:
         stop_timeout: float,
         resource_scale: float = 1.0,
         placement_timeout: float = 180.0,
+        ship_models: bool = False,
     ) -> None:
         self.address = address or "auto"
         self.placement_timeout = placement_timeout
+        self.ship_models = ship_models
+        # Model folders in the object store while launches that need them run: (manifest,
+        # how many launches use it), under a lock so a folder is packed once.
+        self._shipped: dict[Path, tuple[Manifest, int]] = {}
+        self._packing = asyncio.Lock()
         self.namespace = namespace
         self.stop_timeout = stop_timeout
         self.resource_scale = resource_scale
@@ -331,8 +399,9 @@ class RayLauncher:
             .remote()
         )
         try:
-            host, port, pid, node = await asyncio.wait_for(
-                actor.start.remote(spec), self.placement_timeout
+            # The first call waits for the actor's placement.
+            sees = await asyncio.wait_for(
+                actor.sees.remote(str(spec.model_data)), self.placement_timeout
             )
         except asyncio.TimeoutError:
             _kill(actor)
@@ -345,9 +414,42 @@ class RayLauncher:
         except BaseException:  # cancelled (gateway shutdown), or the actor failed to start
             _kill(actor)
             raise
+        manifest = None
+        try:
+            if self.ship_models or not sees:
+                manifest = await self._ship(spec.model_data)
+            host, port, pid, node = await actor.start.remote(spec, manifest)
+        except BaseException:
+            _kill(actor)
+            raise
+        finally:
+            if manifest is not None:
+                self._unship(spec.model_data)
         instance = RayInstance(name, actor, host, port, pid, node, spec.log_path)
         instance.watch = asyncio.get_running_loop().create_task(self._watch(instance))
         return instance
+
+    async def _ship(self, folder: Path) -> Manifest:
+        """The model folder in the object store, packed once for the launches at hand."""
+        async with self._packing:
+            manifest, users = self._shipped.get(folder, (None, 0))
+            if manifest is None:
+                started = time.monotonic()
+                manifest = await asyncio.to_thread(_pack, folder)
+                log.info(
+                    "shipping %s through Ray's object store (%d files, packed in %.1f s)",
+                    folder,
+                    len(manifest),
+                    time.monotonic() - started,
+                )
+            self._shipped[folder] = (manifest, users + 1)
+            return manifest
+
+    def _unship(self, folder: Path) -> None:
+        """One launch is done with the shipped folder; the last lets the store free it."""
+        manifest, users = self._shipped.pop(folder)
+        if users > 1:
+            self._shipped[folder] = (manifest, users - 1)
 
     async def _watch(self, instance: RayInstance) -> None:
         from ray.exceptions import ActorDiedError, RayError

@@ -81,6 +81,9 @@ class GatewaySettings:
     ray_address: str | None = None
     ray_resource_scale: float = 1.0
     ray_placement_timeout: float = 180.0  # an instance the cluster cannot place fails then
+    # Ship model files through Ray's object store to every instance, not only to nodes
+    # that cannot see the gateway's state folder.
+    ray_ship_models: bool = False
 
     @property
     def auth_enabled(self) -> bool:
@@ -153,6 +156,7 @@ def build_settings(
     ray_address: str | None = None,
     ray_resource_scale: float = 1.0,
     ray_placement_timeout: float = 180.0,
+    ray_ship_models: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -179,6 +183,8 @@ def build_settings(
         raise SettingsError(f"--provisioner must be local or ray, got {provisioner!r}")
     if ray_address and provisioner != "ray":
         raise SettingsError("--ray-address goes with --provisioner ray")
+    if ray_ship_models and provisioner != "ray":
+        raise SettingsError("--ray-ship-models goes with --provisioner ray")
     if ray_placement_timeout <= 0:
         raise SettingsError(
             f"--ray-placement-timeout must be positive, got {ray_placement_timeout:g}"
@@ -220,6 +226,7 @@ def build_settings(
         ray_address=ray_address,
         ray_resource_scale=ray_resource_scale,
         ray_placement_timeout=ray_placement_timeout,
+        ray_ship_models=ray_ship_models,
     )
 
 
