@@ -225,6 +225,9 @@ class GatewayThread(ServerThread):
     def smr(self, **config: Any) -> Any:
         return client("sagemaker-runtime", self.url, **config)
 
+    def cloudwatch(self, **config: Any) -> Any:
+        return client("cloudwatch", self.url, **config)
+
 
 @contextlib.contextmanager
 def running_gateway(state_dir: Path, **overrides: Any) -> Iterator[GatewayThread]:

@@ -95,6 +95,7 @@ def _gateway(args: argparse.Namespace) -> int:
             ray_resource_scale=args.ray_resource_scale,
             ray_placement_timeout=args.ray_placement_timeout,
             ray_ship_models=args.ray_ship_models,
+            metrics_unsigned=args.metrics_unsigned,
         )
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
@@ -345,6 +346,12 @@ def _add_gateway(sub: Any) -> None:
         action="store_true",
         help="send each instance its model files through Ray's object store (default: only "
         "to nodes that cannot see the gateway's state folder; the others read it by path)",
+    )
+    gateway.add_argument(
+        "--metrics-unsigned",
+        action="store_true",
+        help="serve GET /metrics (Prometheus) without a SigV4 signature on a network address "
+        "too (on a loopback address it never needs one)",
     )
     gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     gateway.add_argument(

@@ -248,6 +248,7 @@ def _banner(
         f"AWS_SECRET_ACCESS_KEY={keys['aws_secret_access_key']} "
         f"AWS_ENDPOINT_URL_SAGEMAKER={gateway_url} "
         f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={gateway_url} "
+        f"AWS_ENDPOINT_URL_CLOUDWATCH={gateway_url} "
         f"AWS_DEFAULT_REGION={REGION}",
         "",
         "import json, boto3",

@@ -87,6 +87,11 @@ def test_up_serves_a_streamed_invocation_and_sigint_stops_everything(
         text = stream_text(response)
         assert "".join(text)
         assert text.result.generated_tokens == 16
+        # and CloudWatch's client reads the endpoint's metrics (boto3 1.42.7+ sends JSON 1.0).
+        listed = boto3.client("cloudwatch").list_metrics(
+            Namespace="AWS/SageMaker", MetricName="Invocations"
+        )["Metrics"]
+        assert {"Name": "EndpointName", "Value": "default"} in listed[0]["Dimensions"]
 
         family = descendants(process.pid)
         commands = [" ".join(p.cmdline()) for p in family]

@@ -1,10 +1,10 @@
 """The hosting gateway as one ASGI app: control plane + runtime plane behind SigV4.
 
-Every request (`POST /` with `X-Amz-Target` for the control plane,
-`POST /endpoints/{name}/invocations[-response-stream]` for the runtime) has its body read
-under the operation's size limit and its SigV4 signature checked with botocore's signer
-before anything else happens; `GET /ping` (the gateway's own health) is the only route
-that needs no signature.
+Every request (`POST /` with `X-Amz-Target` for the control plane, or CloudWatch's for
+the endpoints' metrics, `POST /endpoints/{name}/invocations[-response-stream]` for the
+runtime) has its body read under the operation's size limit and its SigV4 signature checked
+with botocore's signer before anything else happens; `GET /ping` (the gateway's own health)
+needs no signature, nor does `GET /metrics` (Prometheus) on a loopback address.
 
 The lifespan takes the state's lock (`state_lock.py`: one gateway per state, so only the
 gateway that owns the instances adopts or stops them), opens the state store, starts the
@@ -16,6 +16,7 @@ them for the next gateway to adopt), then lets the state go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -26,17 +27,18 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 
-from . import errors
+from . import cloudwatch, errors
 from .control import ControlPlane
 from .control_app import MAX_BODY_BYTES as CONTROL_MAX_BODY
-from .control_app import control_routes
+from .control_app import control_routes, decode_body
 from .errors import AwsError
 from .lifecycle import EndpointStatus, GatewayDeployer
+from .metrics import Metrics
 from .provisioner import FleetManager, ProvisionerSettings
 from .router import Router
 from .runtime import RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
-from .settings import GatewaySettings
-from .sigv4 import verify
+from .settings import GatewaySettings, is_loopback
+from .sigv4 import SERVICE, verify
 from .state_lock import Holder, StateInUse, StateLock, StateLockError
 from .store import Store
 
@@ -102,6 +104,9 @@ class GatewayApp:
         self.state_lock = state_lock
         self.store: Store | None = None
         self.router = Router(on_down=self._instance_down)
+        self.metrics = Metrics()
+        self.cloud_watch = cloudwatch.CloudWatch(self.metrics)
+        self._sampler: asyncio.Task[None] | None = None
         self.provisioner: GatewayDeployer | None = None
         self.control: ControlPlane | None = None
         self.runtime = RuntimePlane(
@@ -114,6 +119,7 @@ class GatewayApp:
                 invoke_timeout=settings.invoke_timeout,
                 max_payload=settings.max_payload,
             ),
+            self.metrics,
         )
         self._control_app: Starlette | None = None
 
@@ -135,6 +141,7 @@ class GatewayApp:
                 StateLock.acquire, settings.state_url, settings.state_dir, holder
             )
         self.store = await asyncio.to_thread(Store.open, settings.state_url)
+        self.metrics.store = self.store
         self.provisioner = FleetManager(
             ProvisionerSettings(
                 state_dir=settings.state_dir,
@@ -150,6 +157,7 @@ class GatewayApp:
             self.router,
             on_failed=self._endpoint_failed,
             launcher=await self._launcher(),
+            on_ready=self.metrics.setup,
         )
         self.control = ControlPlane(
             self.store,
@@ -160,6 +168,7 @@ class GatewayApp:
         )
         self._control_app = Starlette(routes=control_routes(self.control))
         await self.runtime.start()
+        self._sampler = asyncio.get_running_loop().create_task(self.metrics.run(self.router))
         self.provisioner.start()
         await self.provisioner.reap_unrecorded()
         restored = await self.control.restore(first=settings.first_endpoint)
@@ -195,6 +204,12 @@ class GatewayApp:
         if self.provisioner is not None:
             await self.provisioner.close(stop_instances=not self.settings.keep_instances)
         await self.runtime.close()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+            await self.metrics.flush(final=True)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         if self.state_lock is not None:
@@ -230,10 +245,14 @@ class GatewayApp:
     # -- requests ------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.monotonic()
         method = scope["method"]
         path = scope["path"]
         if path == "/ping" and method in ("GET", "HEAD"):
             await _respond_empty(send, 200)
+            return
+        if path == "/metrics" and method == "GET":
+            await self._prometheus(scope, send)
             return
         raw_path = _raw_path(scope)
         runtime_route = parse_runtime_path(raw_path) if path != "/" else None
@@ -249,6 +268,8 @@ class GatewayApp:
             return
         limit = CONTROL_MAX_BODY if runtime_route is None else self.settings.max_payload
         headers = _joined_headers(scope["headers"])
+        target = headers.get("x-amz-target", "") if runtime_route is None else ""
+        monitoring = target.startswith(cloudwatch.TARGET_PREFIX)
         try:
             body = await _read_body(headers, receive, limit, runtime=runtime_route is not None)
             if self.settings.credentials is not None:
@@ -260,19 +281,72 @@ class GatewayApp:
                     body,
                     store=self.settings.credentials,
                     lowercased=True,
+                    service=cloudwatch.SERVICE if monitoring else SERVICE,
                 )
         except AwsError as error:
             await send_error(send, error)
             return
         except _Disconnected:
             return
+        if monitoring:
+            await self._cloudwatch(target, body, send)
+            return
         if runtime_route is not None:
-            await self.runtime.handle(receive, send, body, runtime_route, headers)
+            await self.runtime.handle(receive, send, body, runtime_route, headers, arrived)
             return
         if self._control_app is None:
             await send_error(send, errors.service_unavailable("Starting up."))
             return
         await self._control_app(scope, _replay(body, receive), send)
+
+    async def _cloudwatch(self, target: str, body: bytes, send: Send) -> None:
+        """A CloudWatch call (JSON 1.0): the endpoints' metrics."""
+        try:
+            params = decode_body(body)
+            result = await self.cloud_watch.handle(target[len(cloudwatch.TARGET_PREFIX) :], params)
+            status, headers, answer = cloudwatch.response(200, result)
+        except AwsError as error:
+            status, headers, answer = cloudwatch.error_response(error)
+        except Exception:
+            log.exception("CloudWatch request %s failed", target)
+            status, headers, answer = cloudwatch.error_response(errors.internal_failure())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer, "more_body": False})
+
+    async def _prometheus(self, scope: Scope, send: Send) -> None:
+        """The endpoints' metrics for Prometheus: unsigned on a loopback address or with
+        --metrics-unsigned, else only to a SigV4-signed GET (any service's scope)."""
+        settings = self.settings
+        if settings.credentials is not None and not (
+            settings.metrics_unsigned or is_loopback(settings.host)
+        ):
+            headers = _joined_headers(scope["headers"])
+            query = scope.get("query_string", b"").decode("latin-1")
+            try:
+                verify(
+                    "GET",
+                    _raw_path(scope) + (f"?{query}" if query else ""),
+                    headers,
+                    b"",
+                    store=settings.credentials,
+                    lowercased=True,
+                    service=None,
+                )
+            except AwsError as error:
+                await send_error(send, error)
+                return
+        body = self.metrics.prometheus().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _instance_down(self, instance: Any) -> None:
         if self.provisioner is not None:

@@ -175,8 +175,10 @@ class FleetManager:
         router: Router,
         on_failed: EndpointFailed | None = None,
         launcher: InstanceLauncher | None = None,
+        on_ready: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_ready = on_ready  # (endpoint, variant, seconds from launch to healthy)
         self.launcher = launcher or LocalProcessLauncher(
             settings.python, settings.host, settings.stop_timeout, settings.state_dir / "endpoints"
         )
@@ -543,6 +545,10 @@ class FleetManager:
                 )
             status, body = await self._ping(managed.route)
             if status == 200:
+                if self.on_ready is not None:
+                    self.on_ready(
+                        managed.endpoint, managed.plan.name, time.time() - managed.started_at
+                    )
                 return
             failed = _load_failure(status, body)
             if failed is not None:

@@ -143,6 +143,7 @@ class Router:
 
     def __init__(self, on_down: Callable[[Instance], None] | None = None) -> None:
         self._endpoints: dict[str, dict[str, Variant]] = {}
+        self._names: dict[str, str] = {}  # lower-cased endpoint name → as published
         self._sessions: dict[str, _Pin] = {}
         self._on_down = on_down
 
@@ -151,14 +152,20 @@ class Router:
     def publish(self, endpoint: str, variants: Iterable[Variant]) -> None:
         """Make `variants` the endpoint's routes at once (a new or replacement fleet)."""
         self._endpoints[endpoint.lower()] = {v.name.lower(): v for v in variants}
+        self._names[endpoint.lower()] = endpoint
 
     def withdraw(self, endpoint: str) -> None:
         """Stop routing to the endpoint (it is being deleted)."""
         self._endpoints.pop(endpoint.lower(), None)
+        self._names.pop(endpoint.lower(), None)
 
     def variants(self, endpoint: str) -> list[Variant]:
         """The endpoint's published variants (empty if none)."""
         return list(self._endpoints.get(endpoint.lower(), {}).values())
+
+    def routes(self) -> list[tuple[str, list[Variant]]]:
+        """(endpoint name, its variants) of every routed endpoint."""
+        return [(self._names[key], list(v.values())) for key, v in self._endpoints.items()]
 
     def has_endpoint(self, endpoint: str) -> bool:
         """Whether the endpoint has a published fleet."""

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from .eventstream import (
     model_stream_error,
     payload_part,
 )
+from .metrics import Metrics
 from .router import (
     NEW_SESSION,
     EndpointNotFound,
@@ -156,20 +158,33 @@ class _Relay:
 
     __slots__ = (
         "_request_id",
+        "arrived",
         "expired",
+        "first_byte",
         "gone",
+        "instance",
+        "model_done",
+        "model_status",
         "pending",
         "receive",
         "response",
         "sending",
+        "sent",
         "started",
         "streaming",
         "task",
         "watcher",
     )
 
-    def __init__(self, task: asyncio.Task[Any] | None, receive: Receive) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, receive: Receive, arrived: float) -> None:
         self.task = task
+        # The request's times (time.monotonic()) and the model's part in it, for metrics.
+        self.arrived = arrived
+        self.instance: Instance | None = None  # the instance the request was sent to
+        self.sent = 0.0  # when it was sent there
+        self.first_byte: float | None = None  # when the answer's body began
+        self.model_done: float | None = None  # when the model's answer was complete
+        self.model_status = 0  # the model's HTTP status; 0: no whole answer
         self.receive = receive
         self.watcher: asyncio.Task[None] | None = None
         self._request_id: str | None = None
@@ -217,9 +232,15 @@ class _Relay:
 class RuntimePlane:
     """Relays runtime requests to the instances the router picks."""
 
-    def __init__(self, router: Router, settings: RuntimeSettings | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        settings: RuntimeSettings | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.router = router
         self.settings = settings or RuntimeSettings()
+        self.metrics = metrics
         self._http: UpstreamPool | None = None
 
     async def start(self) -> None:
@@ -246,9 +267,11 @@ class RuntimePlane:
         body: bytes,
         route: tuple[str, str],
         headers: dict[str, str],
+        arrived: float | None = None,
     ) -> None:
         """Serve one runtime request whose body has been read and authenticated; `headers`
-        are its headers by lower-case name, a repeated one's values joined with commas."""
+        are its headers by lower-case name, a repeated one's values joined with commas;
+        `arrived`: when its first byte came (time.monotonic())."""
         endpoint, operation = route
         attributes = headers.get("x-amzn-sagemaker-custom-attributes")
         if attributes is not None and len(attributes) > _MAX_CUSTOM_ATTRIBUTES:
@@ -261,7 +284,9 @@ class RuntimePlane:
                 ),
             )
             return
-        relay = _Relay(asyncio.current_task(), receive)
+        relay = _Relay(
+            asyncio.current_task(), receive, time.monotonic() if arrived is None else arrived
+        )
         try:
             if operation == STREAM:
                 await self._stream(endpoint, headers, body, send, relay)
@@ -284,6 +309,24 @@ class RuntimePlane:
         finally:
             if relay.watcher is not None:
                 relay.watcher.cancel()
+            if relay.instance is not None and self.metrics is not None:
+                self._measure(endpoint, relay)
+
+    def _measure(self, endpoint: str, relay: _Relay) -> None:
+        """Record a request the model got in the endpoint's metrics."""
+        now = time.monotonic()
+        instance = relay.instance
+        assert instance is not None and self.metrics is not None
+        done = relay.model_done if relay.model_done is not None else now
+        self.metrics.invocation(
+            endpoint,
+            instance.variant,
+            status=relay.model_status if relay.model_done is not None else 0,
+            instances=self.router.healthy_counts(endpoint).get(instance.variant, 1),
+            model=done - relay.sent,
+            total=now - relay.arrived,
+            first_byte=None if relay.first_byte is None else relay.first_byte - relay.arrived,
+        )
 
     # -- InvokeEndpoint -----------------------------------------------------------------
 
@@ -305,12 +348,15 @@ class RuntimePlane:
         try:
             try:
                 if response.status >= 300:
-                    raise await self._model_error(endpoint, response, deadline - loop.time())
+                    error = await self._model_error(endpoint, response, deadline - loop.time())
+                    relay.model_done = time.monotonic()
+                    raise error
                 content, complete = await response.read(
                     self.settings.max_payload, max(0.0, deadline - loop.time())
                 )
                 if not complete:
                     raise _TooLarge(self.settings.max_payload)
+                relay.model_done = time.monotonic()
             except asyncio.TimeoutError:
                 raise self._timed_out(endpoint) from None
             except UpstreamBroken as error:
@@ -348,6 +394,7 @@ class RuntimePlane:
             self.router.release(instance)
         relay.started = True
         await send({"type": "http.response.start", "status": 200, "headers": answer})
+        relay.first_byte = time.monotonic()
         await send({"type": "http.response.body", "body": content, "more_body": False})
 
     # -- InvokeEndpointWithResponseStream -------------------------------------------------
@@ -367,7 +414,9 @@ class RuntimePlane:
         try:
             if response.status >= 300:
                 try:
-                    raise await self._model_error(endpoint, response, self.settings.idle_timeout)
+                    error = await self._model_error(endpoint, response, self.settings.idle_timeout)
+                    relay.model_done = time.monotonic()
+                    raise error
                 except asyncio.TimeoutError:
                     raise self._timed_out(endpoint) from None
                 except UpstreamBroken as error:
@@ -435,6 +484,8 @@ class RuntimePlane:
             # is woken to finish it (later chunks queue up behind it meanwhile).
             if relay.gone or relay.expired or relay.pending is not None:
                 return False
+            if relay.first_byte is None:
+                relay.first_byte = time.monotonic()
             try:
                 message = {
                     "type": "http.response.body",
@@ -469,7 +520,10 @@ class RuntimePlane:
                             continue
                     if not parts:
                         clean = True
+                        relay.model_done = time.monotonic()
                         break
+                    if relay.first_byte is None:
+                        relay.first_byte = time.monotonic()
                     relay.sending = True
                     for part in parts:
                         await send(
@@ -482,6 +536,7 @@ class RuntimePlane:
                     relay.sending = False
             except _ClientGone:
                 tail = None
+                relay.model_done = time.monotonic()  # cut by the client, not the model
             except _StreamDeadline:
                 tail = model_stream_error(MODEL_INVOCATION_TIME_EXCEEDED, _STREAM_TIME_EXCEEDED)
             except asyncio.TimeoutError:
@@ -505,6 +560,7 @@ class RuntimePlane:
                 if not _stalled(relay):
                     raise
                 tail = None
+                relay.model_done = time.monotonic()  # the client stopped reading
             except Exception:
                 log.exception("relaying a stream of endpoint %s failed", endpoint)
                 tail = internal_stream_failure("The gateway failed while relaying the stream.")
@@ -585,6 +641,7 @@ class RuntimePlane:
                     raise
                 break
             upstream = _upstream_headers(headers, accept, instance)
+            relay.sent = time.monotonic()
             try:
                 response = await self._http.post(
                     instance.host,
@@ -602,6 +659,7 @@ class RuntimePlane:
                 continue
             except asyncio.TimeoutError:
                 self.router.release(instance)
+                relay.instance = instance  # it got the request and did not answer
                 if streaming:
                     # No response headers within the idle limit: the model server hangs
                     # (a streaming answer starts before the generation does).
@@ -610,6 +668,7 @@ class RuntimePlane:
             except UpstreamBroken as error:
                 self.router.release(instance)
                 self.router.mark_down(instance)
+                relay.instance = instance
                 raise self._broken(endpoint, error) from None
             except BaseException:
                 self.router.release(instance)
@@ -625,6 +684,8 @@ class RuntimePlane:
                     break  # the session lives on that instance only
                 continue
             relay.response = response
+            relay.instance = instance
+            relay.model_status = response.status
             return instance, response
         if overloaded is not None:
             raise errors.throttling(

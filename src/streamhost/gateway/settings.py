@@ -84,6 +84,8 @@ class GatewaySettings:
     # Ship model files through Ray's object store to every instance, not only to nodes
     # that cannot see the gateway's state folder.
     ray_ship_models: bool = False
+    # GET /metrics (Prometheus) without a signature also off loopback addresses.
+    metrics_unsigned: bool = False
 
     @property
     def auth_enabled(self) -> bool:
@@ -157,6 +159,7 @@ def build_settings(
     ray_resource_scale: float = 1.0,
     ray_placement_timeout: float = 180.0,
     ray_ship_models: bool = False,
+    metrics_unsigned: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -227,6 +230,7 @@ def build_settings(
         ray_resource_scale=ray_resource_scale,
         ray_placement_timeout=ray_placement_timeout,
         ray_ship_models=ray_ship_models,
+        metrics_unsigned=metrics_unsigned,
     )
 
 

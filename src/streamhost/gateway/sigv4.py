@@ -615,7 +615,7 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any, limit: int) -> Any:
 # _sign, and canonical_request() normalises the path through _normalize_url_path, on every
 # request: ~30 and ~6 µs each time. _ClientSigner keeps their results (pure functions of
 # their arguments; botocore's own code runs on a miss). Both methods read the same from
-# botocore 1.34 to 1.44, the range pyproject.toml allows; check_botocore() checks them.
+# botocore 1.34 to 1.44 (pyproject.toml allows 1.42.7 to 1.44); check_botocore() checks them.
 
 _BOTOCORE_PRIVATE = {
     "_sign": ("self", "key", "msg", "hex"),

@@ -108,6 +108,20 @@ tags_table = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
 )
 
+# Endpoint metrics by whole minute (`metrics.py`), kept a day.
+metric_minutes_table = sa.Table(
+    "metric_minutes",
+    metadata,
+    sa.Column("endpoint_key", sa.String(63), primary_key=True),
+    sa.Column("variant", sa.String(63), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("minute", sa.Integer, primary_key=True),
+    sa.Column("count", sa.Double, nullable=False),
+    sa.Column("total", sa.Double, nullable=False),
+    sa.Column("low", sa.Double, nullable=False),
+    sa.Column("high", sa.Double, nullable=False),
+)
+
 
 class AlreadyExists(Exception):
     """A create found a row with the same (case-insensitive) name."""
@@ -404,6 +418,66 @@ class Store:
             return conn.execute(stmt).rowcount > 0
 
     # -- tags --------------------------------------------------------------------------
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def put_metrics(self, rows: Collection[tuple[Any, int, Any]], older_than: int) -> None:
+        """Add whole minutes ((series, minute, Stat) each; a minute written before is
+        merged) and delete the minutes before `older_than`."""
+        table = metric_minutes_table
+        with self.engine.begin() as conn:
+            for series, minute, stat in rows:
+                key = (
+                    (table.c.endpoint_key == series.endpoint)
+                    & (table.c.variant == series.variant)
+                    & (table.c.metric == series.metric)
+                    & (table.c.minute == minute)
+                )
+                old = conn.execute(sa.select(table).where(key)).mappings().first()
+                if old is not None:
+                    conn.execute(
+                        table.update()
+                        .where(key)
+                        .values(
+                            count=old["count"] + stat.count,
+                            total=old["total"] + stat.total,
+                            low=min(old["low"], stat.low),
+                            high=max(old["high"], stat.high),
+                        )
+                    )
+                    continue
+                conn.execute(
+                    table.insert().values(
+                        endpoint_key=series.endpoint,
+                        variant=series.variant,
+                        metric=series.metric,
+                        minute=minute,
+                        count=stat.count,
+                        total=stat.total,
+                        low=stat.low,
+                        high=stat.high,
+                    )
+                )
+            conn.execute(table.delete().where(table.c.minute < older_than))
+
+    def metric_minutes(
+        self, series: Any, start: float, end: float
+    ) -> list[tuple[int, float, float, float, float]]:
+        """(minute, count, sum, min, max) of a series' stored minutes in [start, end)."""
+        table = metric_minutes_table
+        query = (
+            sa.select(table.c.minute, table.c.count, table.c.total, table.c.low, table.c.high)
+            .where(
+                (table.c.endpoint_key == series.endpoint)
+                & (table.c.variant == series.variant)
+                & (table.c.metric == series.metric)
+                & (table.c.minute >= start)
+                & (table.c.minute < end)
+            )
+            .order_by(table.c.minute)
+        )
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(query)]
 
     def add_tags(self, arn: str, tags: dict[str, str]) -> None:
         """Set tags on a resource, replacing the values of keys it already has."""
