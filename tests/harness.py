@@ -228,6 +228,9 @@ class GatewayThread(ServerThread):
     def cloudwatch(self, **config: Any) -> Any:
         return client("cloudwatch", self.url, **config)
 
+    def autoscaling(self, **config: Any) -> Any:
+        return client("application-autoscaling", self.url, **config)
+
 
 @contextlib.contextmanager
 def running_gateway(state_dir: Path, **overrides: Any) -> Iterator[GatewayThread]:

@@ -96,6 +96,7 @@ def _gateway(args: argparse.Namespace) -> int:
             ray_placement_timeout=args.ray_placement_timeout,
             ray_ship_models=args.ray_ship_models,
             metrics_unsigned=args.metrics_unsigned,
+            autoscaling_time_scale=args.autoscaling_time_scale,
         )
     except SettingsError as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
@@ -346,6 +347,15 @@ def _add_gateway(sub: Any) -> None:
         action="store_true",
         help="send each instance its model files through Ray's object store (default: only "
         "to nodes that cannot see the gateway's state folder; the others read it by path)",
+    )
+    gateway.add_argument(
+        "--autoscaling-time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="multiply the autoscaler's metric periods (60 s, 10 s), its 15-minute scale-in "
+        "window and the policies' cooldowns by F, e.g. 0.02 to watch scaling in seconds in a "
+        "demo (default 1: Application Auto Scaling's timing)",
     )
     gateway.add_argument(
         "--metrics-unsigned",

@@ -249,6 +249,7 @@ def _banner(
         f"AWS_ENDPOINT_URL_SAGEMAKER={gateway_url} "
         f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={gateway_url} "
         f"AWS_ENDPOINT_URL_CLOUDWATCH={gateway_url} "
+        f"AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING={gateway_url} "
         f"AWS_DEFAULT_REGION={REGION}",
         "",
         "import json, boto3",

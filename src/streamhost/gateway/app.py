@@ -16,7 +16,6 @@ them for the next gateway to adopt), then lets the state go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -27,10 +26,10 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 
-from . import cloudwatch, errors
+from . import autoscaling, cloudwatch, errors
 from .control import ControlPlane
 from .control_app import MAX_BODY_BYTES as CONTROL_MAX_BODY
-from .control_app import control_routes, decode_body
+from .control_app import control_routes, decode_body, send_json
 from .errors import AwsError
 from .lifecycle import EndpointStatus, GatewayDeployer
 from .metrics import Metrics
@@ -104,9 +103,12 @@ class GatewayApp:
         self.state_lock = state_lock
         self.store: Store | None = None
         self.router = Router(on_down=self._instance_down)
-        self.metrics = Metrics()
+        self.metrics = Metrics(
+            resolution=max(1, min(10, round(10 * settings.autoscaling_time_scale)))
+        )
         self.cloud_watch = cloudwatch.CloudWatch(self.metrics)
-        self._sampler: asyncio.Task[None] | None = None
+        self.autoscaling: autoscaling.AutoScaling | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # the metrics' sampler, the scaler
         self.provisioner: GatewayDeployer | None = None
         self.control: ControlPlane | None = None
         self.runtime = RuntimePlane(
@@ -167,8 +169,21 @@ class GatewayApp:
             model_check=self.provisioner.check_model,
         )
         self._control_app = Starlette(routes=control_routes(self.control))
+        self.autoscaling = autoscaling.AutoScaling(
+            self.store,
+            self.control,
+            self.metrics,
+            settings.region,
+            settings.account,
+            settings.autoscaling_time_scale,
+        )
+        await self.autoscaling.load()
         await self.runtime.start()
-        self._sampler = asyncio.get_running_loop().create_task(self.metrics.run(self.router))
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.metrics.run(self.router)),
+            loop.create_task(self.autoscaling.run()),
+        ]
         self.provisioner.start()
         await self.provisioner.reap_unrecorded()
         restored = await self.control.restore(first=settings.first_endpoint)
@@ -204,11 +219,11 @@ class GatewayApp:
         if self.provisioner is not None:
             await self.provisioner.close(stop_instances=not self.settings.keep_instances)
         await self.runtime.close()
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-            self._sampler = None
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
             await self.metrics.flush(final=True)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
@@ -270,6 +285,8 @@ class GatewayApp:
         headers = _joined_headers(scope["headers"])
         target = headers.get("x-amz-target", "") if runtime_route is None else ""
         monitoring = target.startswith(cloudwatch.TARGET_PREFIX)
+        scaling = target.startswith(autoscaling.TARGET_PREFIX)
+        service = cloudwatch.SERVICE if monitoring else autoscaling.SERVICE if scaling else SERVICE
         try:
             body = await _read_body(headers, receive, limit, runtime=runtime_route is not None)
             if self.settings.credentials is not None:
@@ -281,7 +298,7 @@ class GatewayApp:
                     body,
                     store=self.settings.credentials,
                     lowercased=True,
-                    service=cloudwatch.SERVICE if monitoring else SERVICE,
+                    service=service,
                 )
         except AwsError as error:
             await send_error(send, error)
@@ -290,6 +307,9 @@ class GatewayApp:
             return
         if monitoring:
             await self._cloudwatch(target, body, send)
+            return
+        if scaling:
+            await self._autoscaling(target, body, send)
             return
         if runtime_route is not None:
             await self.runtime.handle(receive, send, body, runtime_route, headers, arrived)
@@ -301,17 +321,33 @@ class GatewayApp:
 
     async def _cloudwatch(self, target: str, body: bytes, send: Send) -> None:
         """A CloudWatch call (JSON 1.0): the endpoints' metrics."""
+        extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
             params = decode_body(body)
-            result = await self.cloud_watch.handle(target[len(cloudwatch.TARGET_PREFIX) :], params)
-            status, headers, answer = cloudwatch.response(200, result)
-        except AwsError as error:
-            status, headers, answer = cloudwatch.error_response(error)
-        except Exception:
-            log.exception("CloudWatch request %s failed", target)
-            status, headers, answer = cloudwatch.error_response(errors.internal_failure())
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer, "more_body": False})
+            operation = target[len(cloudwatch.TARGET_PREFIX) :]
+            status, document = 200, await self.cloud_watch.handle(operation, params)
+        except Exception as exc:
+            error = exc if isinstance(exc, AwsError) else errors.internal_failure()
+            if error is not exc:
+                log.exception("CloudWatch request %s failed", target)
+            status = error.status
+            document, extra = cloudwatch.error_document(error)
+        await send_json(send, status, document, cloudwatch.CONTENT_TYPE, extra)
+
+    async def _autoscaling(self, target: str, body: bytes, send: Send) -> None:
+        """An Application Auto Scaling call (JSON 1.1): scalable targets and policies."""
+        try:
+            if self.autoscaling is None:
+                raise errors.service_unavailable("Starting up.")
+            params = decode_body(body)
+            operation = target[len(autoscaling.TARGET_PREFIX) :]
+            status, document = 200, await self.autoscaling.handle(operation, params)
+        except Exception as exc:
+            error = exc if isinstance(exc, AwsError) else errors.internal_failure()
+            if error is not exc:
+                log.exception("Application Auto Scaling request %s failed", target)
+            status, document = error.status, error.to_response()
+        await send_json(send, status, document, autoscaling.CONTENT_TYPE)
 
     async def _prometheus(self, scope: Scope, send: Send) -> None:
         """The endpoints' metrics for Prometheus: unsigned on a loopback address or with

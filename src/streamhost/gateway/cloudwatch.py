@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
-import uuid
 from typing import Any
 
 import botocore.session
-import orjson
 from botocore.model import ServiceModel
 
 from .errors import AwsError
-from .metrics import METRICS, NAMESPACE, RESOLUTION, Metrics, Stat
+from .metrics import METRICS, NAMESPACE, Metrics, Stat
 from .validation import validate_input
 
 __all__ = ["CONTENT_TYPE", "SERVICE", "TARGET_PREFIX", "CloudWatch"]
@@ -77,7 +75,9 @@ class CloudWatch:
             raise invalid(
                 "Either Statistics or ExtendedStatistics must be specified.", "MissingParameter"
             )
-        start, end, period = _window(params["StartTime"], params["EndTime"], params["Period"])
+        start, end, period = _window(
+            params["StartTime"], params["EndTime"], params["Period"], self.metrics.resolution
+        )
         if (end - start) / period > _MAX_DATAPOINTS:
             raise invalid(
                 f"You have requested up to {math.ceil((end - start) / period)} datapoints, "
@@ -119,7 +119,10 @@ class CloudWatch:
             metric = stat_query["Metric"]
             name = metric.get("MetricName", "")
             start, end, period = _window(
-                params["StartTime"], params["EndTime"], stat_query["Period"]
+                params["StartTime"],
+                params["EndTime"],
+                stat_query["Period"],
+                self.metrics.resolution,
             )
             points = await self._read(
                 metric.get("Namespace", ""), name, metric.get("Dimensions"), start, end, period
@@ -184,7 +187,7 @@ class CloudWatch:
         )
 
 
-def _window(start: float, end: float, period: int) -> tuple[float, float, int]:
+def _window(start: float, end: float, period: int, finest: int) -> tuple[float, float, int]:
     """CloudWatch's checks of a time range and a period."""
     if (
         period <= 0
@@ -196,29 +199,15 @@ def _window(start: float, end: float, period: int) -> tuple[float, float, int]:
         )
     if end <= start:
         raise invalid("The parameter StartTime must be less than the parameter EndTime.")
-    # Periods finer than the buckets are the buckets (10 s).
-    return start, end, max(period, RESOLUTION)
+    # Periods finer than the buckets are the buckets (10 s unless the gateway says).
+    return start, end, max(period, finest)
 
 
-def response(status: int, document: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """(status, headers, body) of a JSON 1.0 answer."""
-    body = orjson.dumps(document)
-    return (
-        status,
-        [
-            (b"content-type", CONTENT_TYPE.encode()),
-            (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        body,
-    )
-
-
-def error_response(error: AwsError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """An error as CloudWatch's JSON protocol answers it, its query-protocol code in the
-    header botocore reads it from."""
+def error_document(error: AwsError) -> tuple[dict[str, Any], tuple[tuple[bytes, bytes], ...]]:
+    """An error as CloudWatch's JSON protocol answers it: its body, and its query-protocol
+    code in the header botocore reads it from."""
     code = "InvalidParameterValue" if error.code == "ValidationException" else error.code
-    status, headers, body = response(error.status, {"__type": code, "message": error.message})
     fault = "Receiver" if error.status >= 500 else "Sender"
-    headers.append((b"x-amzn-query-error", f"{code};{fault}".encode()))
-    return status, headers, body
+    return {"__type": code, "message": error.message}, (
+        (b"x-amzn-query-error", f"{code};{fault}".encode()),
+    )

@@ -20,7 +20,14 @@ from . import errors
 from .control import ControlPlane
 from .errors import AwsError
 
-__all__ = ["CONTENT_TYPE", "MAX_BODY_BYTES", "TARGET_PREFIX", "control_routes", "decode_body"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_BODY_BYTES",
+    "TARGET_PREFIX",
+    "control_routes",
+    "decode_body",
+    "send_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,25 @@ async def _read_body(request: Request) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def send_json(
+    send: Any,
+    status: int,
+    document: dict[str, Any],
+    content_type: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An AWS JSON protocol answer (`content_type` names its version) on an ASGI `send`."""
+    body = orjson.dumps(document)
+    start = [
+        (b"content-type", content_type.encode()),
+        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _respond(status: int, document: dict[str, Any], request_id: str) -> Response:

@@ -123,9 +123,12 @@ class Series:
 class Metrics:
     """Every variant's metrics: recorded by the runtime, the fleet and a sampler."""
 
-    def __init__(self, store: Store | None = None, clock: Any = time.time) -> None:
+    def __init__(
+        self, store: Store | None = None, clock: Any = time.time, resolution: int = RESOLUTION
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.resolution = resolution  # seconds in an in-memory bucket
         self._buckets: dict[Series, dict[int, Stat]] = {}
         self._totals: dict[Series, Stat] = {}  # since the gateway started, for Prometheus
         self._names: dict[str, str] = {}  # lower-cased endpoint → its name as spelled
@@ -145,7 +148,7 @@ class Metrics:
         buckets = self._buckets.get(series)
         if buckets is None:
             buckets = self._buckets[series] = {}
-        start = int((self.clock() if at is None else at) // RESOLUTION * RESOLUTION)
+        start = int((self.clock() if at is None else at) // self.resolution * self.resolution)
         stat = buckets.get(start)
         if stat is None:
             stat = buckets[start] = Stat()
@@ -210,7 +213,8 @@ class Metrics:
     async def run(self, router: Router) -> None:
         """Sample every second; write whole minutes to the store and forget old buckets."""
         while True:
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            # Twice per bucket at least, so that no bucket of a sampled series is empty.
+            await asyncio.sleep(min(SAMPLE_INTERVAL, self.resolution / 2))
             self.sample(router)
             now = self.clock()
             if now - self._flushed >= STORED_RESOLUTION:

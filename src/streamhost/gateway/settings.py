@@ -86,6 +86,9 @@ class GatewaySettings:
     ray_ship_models: bool = False
     # GET /metrics (Prometheus) without a signature also off loopback addresses.
     metrics_unsigned: bool = False
+    # Multiplies the autoscaler's metric periods, evaluation window and cooldowns (0 < F ≤ 1;
+    # 1 is Application Auto Scaling's timing), so that tests and demos scale in seconds.
+    autoscaling_time_scale: float = 1.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -160,6 +163,7 @@ def build_settings(
     ray_placement_timeout: float = 180.0,
     ray_ship_models: bool = False,
     metrics_unsigned: bool = False,
+    autoscaling_time_scale: float = 1.0,
     environ: Mapping[str, str] | None = None,
 ) -> GatewaySettings:
     """Check and combine the gateway's options; `SettingsError` says what is wrong."""
@@ -191,6 +195,10 @@ def build_settings(
     if ray_placement_timeout <= 0:
         raise SettingsError(
             f"--ray-placement-timeout must be positive, got {ray_placement_timeout:g}"
+        )
+    if not 0 < autoscaling_time_scale <= 1:
+        raise SettingsError(
+            f"--autoscaling-time-scale must be in (0, 1], got {autoscaling_time_scale:g}"
         )
     if not 0 < ray_resource_scale <= 1:
         raise SettingsError(f"--ray-resource-scale must be in (0, 1], got {ray_resource_scale:g}")
@@ -231,6 +239,7 @@ def build_settings(
         ray_placement_timeout=ray_placement_timeout,
         ray_ship_models=ray_ship_models,
         metrics_unsigned=metrics_unsigned,
+        autoscaling_time_scale=autoscaling_time_scale,
     )
 
 

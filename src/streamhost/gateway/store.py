@@ -122,6 +122,17 @@ metric_minutes_table = sa.Table(
     sa.Column("high", sa.Double, nullable=False),
 )
 
+# Application Auto Scaling's scalable targets, scaling policies and scaling activities, as
+# JSON documents by kind and key (`autoscaling.py`).
+autoscaling_table = sa.Table(
+    "autoscaling",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(1024), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+)
+
 
 class AlreadyExists(Exception):
     """A create found a row with the same (case-insensitive) name."""
@@ -478,6 +489,32 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
+
+    # -- autoscaling documents ----------------------------------------------------------
+
+    def put_document(self, kind: str, key: str, body: dict[str, Any], at: float) -> None:
+        """Create or replace one document."""
+        table = autoscaling_table
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where((table.c.kind == kind) & (table.c.key == key)))
+            conn.execute(table.insert().values(kind=kind, key=key, body=json.dumps(body), at=at))
+
+    def delete_documents(self, kind: str, keys: Collection[str]) -> None:
+        """Delete documents by key (missing ones are no error)."""
+        table = autoscaling_table
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where((table.c.kind == kind) & table.c.key.in_(keys)))
+
+    def documents(self, kind: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """A kind's documents written at `since` or later, oldest first."""
+        table = autoscaling_table
+        query = (
+            sa.select(table.c.body)
+            .where((table.c.kind == kind) & (table.c.at >= since))
+            .order_by(table.c.at)
+        )
+        with self.engine.connect() as conn:
+            return [json.loads(body) for (body,) in conn.execute(query)]
 
     def add_tags(self, arn: str, tags: dict[str, str]) -> None:
         """Set tags on a resource, replacing the values of keys it already has."""
