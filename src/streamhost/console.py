@@ -8,26 +8,36 @@ step here is also an example of the protocol. ``add_commands`` registers them on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from streamhost.chat import run_chat, run_invoke
 from streamhost.command import CommandError, gateway_command, gateway_option
 from streamhost.deploy import DEFAULT_INSTANCE_TYPE, DeploySpec, delete_endpoint, deploy
-from streamhost.endpoints.clients import DEFAULT_ENDPOINT, control_client
+from streamhost.endpoints.clients import (
+    DEFAULT_ENDPOINT,
+    autoscaling_client,
+    cloudwatch_client,
+    control_client,
+)
 from streamhost.endpoints.discovery import EndpointInfo, describe_endpoint, list_endpoints
 from streamhost.endpoints.errors import split_reason
+from streamhost.endpoints.figures import scaling_activities, variant_figures
 from streamhost.endpoints.invocation import GenerationParameters
 from streamhost.ui.launch import run_ui
 
 __all__ = ["add_commands", "endpoint_record", "main"]
 
 _MIN_FOLDED = 6  # a folded MODEL or TYPE column is never narrower than this
+_ACTIONS = ("list", "describe", "delete")  # of `streamhost endpoints`
 
 
 def _deploy(args: argparse.Namespace, gateway_url: str) -> int:
@@ -46,6 +56,16 @@ def _deploy(args: argparse.Namespace, gateway_url: str) -> int:
 
 def _endpoints(args: argparse.Namespace, gateway_url: str) -> int:
     sm = control_client(gateway_url)
+    if args.action not in _ACTIONS:
+        if not (args.watch and args.name is None):
+            raise CommandError(
+                f"`endpoints {args.action}`: the actions are list, describe and delete"
+            )
+        args.action, args.name = "list", args.action  # `endpoints --watch NAME`
+    if args.watch:
+        if args.action != "list":
+            raise CommandError("--watch goes with the endpoint list (`endpoints --watch [NAME]`)")
+        return _watch(sm, gateway_url, args)
     if args.action != "list" and not args.name:
         raise CommandError(f"`endpoints {args.action}` needs an endpoint NAME")
     if args.action == "describe":
@@ -62,6 +82,72 @@ def _endpoints(args: argparse.Namespace, gateway_url: str) -> int:
     else:
         _print_table(list_endpoints(sm), Console())
     return 0
+
+
+def _watch(sm: Any, gateway_url: str, args: argparse.Namespace) -> int:
+    """The endpoints' live figures, refreshed every `--interval` seconds until Ctrl-C (or
+    `--count` refreshes): in place on a terminal, one table after another otherwise."""
+    cloudwatch, scaling = cloudwatch_client(gateway_url), autoscaling_client(gateway_url)
+    console = Console()
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    shown = 0
+    try:
+        with live or contextlib.nullcontext():
+            while True:
+                table = _figures_table(sm, cloudwatch, scaling, args.name)
+                if live is not None:
+                    live.update(table, refresh=True)
+                else:
+                    console.print(f"{time.strftime('%H:%M:%S')}  last 60 s")
+                    console.print(table)
+                shown += 1
+                if args.count and shown >= args.count:
+                    return 0
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _figures_table(sm: Any, cloudwatch: Any, scaling: Any, only: str | None) -> Table:
+    """Each variant's last minute: instances, invocations, in flight, TTFB, errors, and its
+    latest scaling activity."""
+    names = [only] if only else [info.name for info in list_endpoints(sm)]
+    rows: list[tuple[str, str, str, str]] = []  # endpoint, variant, status, desired/current
+    for name in names:
+        described = sm.describe_endpoint(EndpointName=name)
+        for variant in described.get("ProductionVariants") or []:
+            counts = (
+                f"{variant.get('CurrentInstanceCount', 0)}/{variant.get('DesiredInstanceCount', 0)}"
+            )
+            rows.append((name, variant["VariantName"], described["EndpointStatus"], counts))
+    figures = variant_figures(cloudwatch, [(row[0], row[1]) for row in rows])
+    table = Table(box=None, collapse_padding=True, pad_edge=False)
+    for header in ("ENDPOINT", "VARIANT", "STATUS", "INSTANCES", "INV/MIN", "IN FLIGHT"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("TTFB", no_wrap=True, justify="right")
+    table.add_column("ERRORS", no_wrap=True)
+    table.add_column("LAST SCALING", overflow="fold")
+    for (endpoint, variant, status, counts), figure in zip(rows, figures, strict=True):
+        activities = scaling_activities(scaling, endpoint, variant)
+        last = ""
+        if activities:
+            latest = activities[0]
+            last = f"{latest['Description']} {latest['StatusCode']}"
+        ttfb = figure.ttfb_ms
+        table.add_row(
+            endpoint,
+            variant,
+            status,
+            counts,
+            f"{figure.total('Invocations'):g}",
+            f"{figure.in_flight:.1f}",
+            "-" if ttfb is None else f"{ttfb:.0f} ms",
+            f"{figure.total('InvocationModelErrors'):g}",
+            last,
+        )
+    if not rows:
+        table.add_row("(no endpoints)", *[""] * 8)
+    return table
 
 
 def endpoint_record(info: EndpointInfo) -> dict[str, Any]:
@@ -258,10 +344,13 @@ def _add_endpoints(subparsers: Any, common: list[argparse.ArgumentParser]) -> No
             "  streamhost endpoints\n"
             "  streamhost endpoints describe default\n"
             "  streamhost endpoints --output json\n"
+            "  streamhost endpoints --watch\n"
             "  streamhost endpoints delete chat"
         ),
     )
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "describe", "delete"])
+    parser.add_argument(
+        "action", nargs="?", default="list", help="list (default), describe or delete"
+    )
     parser.add_argument("name", nargs="?", help="endpoint name (describe, delete)")
     parser.add_argument(
         "--keep-model",
@@ -273,6 +362,19 @@ def _add_endpoints(subparsers: Any, common: list[argparse.ArgumentParser]) -> No
         default="table",
         choices=["table", "json"],
         help="list, describe: a table for people (default) or JSON, every field of each endpoint",
+    )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="list: live figures of each variant over the last minute (instances, "
+        "invocations, requests in flight, time to first byte, errors, latest scaling), "
+        "refreshed until Ctrl-C; give a NAME for one endpoint",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="--watch: seconds between refreshes (2)"
+    )
+    parser.add_argument(
+        "--count", type=int, default=0, help="--watch: stop after this many refreshes"
     )
     parser.set_defaults(func=gateway_command("endpoints", _endpoints))
 

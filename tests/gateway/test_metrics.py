@@ -100,6 +100,11 @@ def test_latencies_are_in_microseconds_and_a_stream_counts_to_its_last_byte(meas
     first = statistics(cw, "Measured", "TimeToFirstByte", "Maximum", "SampleCount")
     assert first["SampleCount"] == 9  # the model errors sent no body
     assert first["Maximum"] > 0
+    # Each stream's PayloadParts: one per token (the TGI container sends an event a token).
+    assert statistics(cw, "Measured", "PayloadParts", "Sum", "SampleCount") == {
+        "Sum": 48.0,
+        "SampleCount": 6.0,
+    }
     setup = statistics(cw, "Measured", "ModelSetupTime", "SampleCount", "Minimum")
     assert setup["SampleCount"] == 2 and setup["Minimum"] > 0
 

@@ -10,6 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from streamhost.client.boto import gateway_client
 from streamhost.deploy import DeploySpec, delete_endpoint, deploy
 from streamhost.endpoints.clients import control_client
 from streamhost.ui.choice import markdown_text
@@ -104,3 +105,43 @@ def test_deleting_the_chosen_endpoint_says_where_the_conversation_goes(
     ]
     page.sidebar.button(key="clear").click().run()
     assert not texts(page.warning)
+
+
+def test_the_endpoint_view_charts_its_figures_and_scaling_activities(
+    page: AppTest, ui_gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched = "pagewatched"
+    sm = control_client(ui_gateway.url, KEYS)
+    deploy(sm, DeploySpec(watched, model="synthetic:1", instance_type="ml.m5.large"))
+    try:
+        monkeypatch.setenv("STREAMHOST_ENDPOINT", watched)
+        page.run()
+        page.chat_input[0].set_value("count").run()
+        page.sidebar.toggle(key="endpoint-metrics").set_value(True).run()
+        assert not page.exception and not page.error, texts(page.error)
+        captions = texts(page.caption)
+        for title in ("Instances", "Invocations per 10 s", "Time to first byte (ms)"):
+            assert title in captions, captions
+        assert len(page.get("vega_lite_chart")) >= 3
+        assert any("No scaling activity" in text for text in captions), captions
+
+        # A minimum above the current count: the scaler brings the variant within bounds.
+        scaling = gateway_client("application-autoscaling", ui_gateway.url, credentials=KEYS)
+        scaling.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=f"endpoint/{watched}/variant/AllTraffic",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            MinCapacity=2,
+            MaxCapacity=3,
+        )
+
+        def scaled() -> bool:
+            page.run()
+            return bool(page.dataframe)
+
+        wait_for(scaled, 60, "a scaling activity on the page", interval=2)
+        (row,) = page.dataframe[0].value.to_dict("records")[:1]
+        assert row["activity"] == "Setting desired instance count to 2."
+        assert row["cause"] == "minimum capacity was set to 2"
+    finally:
+        delete_endpoint(sm, watched)

@@ -128,6 +128,36 @@ def test_the_endpoint_list_as_json_holds_every_field(
     assert json.loads(out) == broken
 
 
+def test_watch_prints_each_variants_live_figures(
+    ui_gateway: GatewayProcess, slow_endpoint: str
+) -> None:
+    # Three streamed invocations, then two refreshes of the watch, piped: a table each.
+    for _ in range(3):
+        status, _, err = run_command(
+            ui_gateway, "invoke", slow_endpoint, "hi", "--max-new-tokens", "4", "--stream"
+        )
+        assert status == 0, err
+    status, out, err = run_command(
+        ui_gateway,
+        "endpoints",
+        "--watch",
+        slow_endpoint,
+        "--count",
+        "2",
+        "--interval",
+        "0.5",
+        columns=160,
+    )
+    assert status == 0, err
+    assert out.count("last 60 s") == 2 and out.count("ENDPOINT") == 2
+    row = next(line for line in out.splitlines() if line.startswith(slow_endpoint))
+    fields = row.split()
+    # endpoint, variant, status, instances, invocations in the last minute (other tests
+    # use the endpoint too), in flight, TTFB
+    assert fields[1:4] == ["AllTraffic", "InService", "1/1"] and int(fields[4]) >= 3, row
+    assert fields[6] != "-" and fields[7] == "ms", row  # a time to first byte was measured
+
+
 def test_a_piped_deploy_that_succeeds_logs_its_progress_then_the_result(
     ui_gateway: GatewayProcess,
 ) -> None:

@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["credentials_file", "load_credentials", "runtime_client", "sagemaker_client"]
+__all__ = [
+    "credentials_file",
+    "gateway_client",
+    "load_credentials",
+    "runtime_client",
+    "sagemaker_client",
+]
 
 _KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
@@ -38,13 +44,15 @@ def load_credentials(
     return found
 
 
-def _client(
+def gateway_client(
     service: str,
     gateway_url: str,
-    region: str,
-    credentials: Mapping[str, str] | None,
-    client_kwargs: dict[str, Any],
+    region: str = "us-east-1",
+    credentials: Mapping[str, str] | None = None,
+    **client_kwargs: Any,
 ) -> Any:
+    """A boto3 client of any service the gateway serves (``cloudwatch``,
+    ``application-autoscaling``, …), with the credentials `sagemaker_client` uses."""
     import boto3  # lazy: only callers that build clients pay for importing boto3
 
     if credentials is None:
@@ -72,7 +80,7 @@ def sagemaker_client(
 
     ``credentials`` maps ``aws_access_key_id``/``aws_secret_access_key``/``aws_session_token``.
     """
-    return _client("sagemaker", gateway_url, region, credentials, client_kwargs)
+    return gateway_client("sagemaker", gateway_url, region, credentials, **client_kwargs)
 
 
 def runtime_client(
@@ -85,4 +93,4 @@ def runtime_client(
 
     Credentials default to ``~/.config/streamhost/credentials``, then boto3's usual chain.
     """
-    return _client("sagemaker-runtime", gateway_url, region, credentials, client_kwargs)
+    return gateway_client("sagemaker-runtime", gateway_url, region, credentials, **client_kwargs)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from streamhost.client import runtime_client, sagemaker_client
+from streamhost.client.boto import gateway_client, runtime_client, sagemaker_client
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -19,6 +19,8 @@ __all__ = [
     "ENDPOINT_ENV",
     "GATEWAY_URL_ENV",
     "REGION",
+    "autoscaling_client",
+    "cloudwatch_client",
     "control_client",
     "default_gateway_url",
     "invocation_client",
@@ -61,4 +63,16 @@ def invocation_client(gateway_url: str, credentials: Mapping[str, str] | None = 
     invocation would run the model twice."""
     return runtime_client(
         gateway_url, region=REGION, credentials=credentials, config=_config(120, 1)
+    )
+
+
+def cloudwatch_client(gateway_url: str, credentials: Mapping[str, str] | None = None) -> Any:
+    """A boto3 ``cloudwatch`` client for the gateway's endpoint metrics."""
+    return gateway_client("cloudwatch", gateway_url, REGION, credentials, config=_config(30, 2))
+
+
+def autoscaling_client(gateway_url: str, credentials: Mapping[str, str] | None = None) -> Any:
+    """A boto3 ``application-autoscaling`` client for the gateway's scaling activities."""
+    return gateway_client(
+        "application-autoscaling", gateway_url, REGION, credentials, config=_config(30, 2)
     )

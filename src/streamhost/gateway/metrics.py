@@ -15,6 +15,9 @@ SageMaker defines them:
 - `TimeToFirstByte` (µs, streamhost's own): from the gateway receiving the request until
   it sends the first byte of the answer's body: for a stream, its first PayloadPart (the
   first token, as the client sees it less the network).
+- `PayloadParts` (streamhost's own): a stream's PayloadPart events, one per chunk the
+  model server sent (one per token for the built-in and vLLM servers), so its `Sum` per
+  second is the tokens per second the variant streams.
 - `ConcurrentRequestsPerModel` (high resolution): each second, each instance's requests in
   flight; `Average` is the mean per model, `Maximum` the busiest.
 - `InstanceCount` (streamhost's own): each second, the variant's instances in service.
@@ -64,6 +67,7 @@ METRICS = {
     "ModelLatency": "Microseconds",
     "OverheadLatency": "Microseconds",
     "TimeToFirstByte": "Microseconds",
+    "PayloadParts": "Count",
     "ConcurrentRequestsPerModel": "None",
     "InstanceCount": "None",
     "ModelSetupTime": "Microseconds",
@@ -169,6 +173,7 @@ class Metrics:
         model: float,
         total: float,
         first_byte: float | None,
+        parts: int | None = None,
     ) -> None:
         """One request a model got: its status (0: no answer, a broken connection or a
         time limit), the variant's instances, and its times in seconds."""
@@ -186,6 +191,8 @@ class Metrics:
             self.add(endpoint, variant, metric, value, now)
         if first_byte is not None:
             self.add(endpoint, variant, "TimeToFirstByte", round(first_byte * 1e6), now)
+        if parts is not None:
+            self.add(endpoint, variant, "PayloadParts", float(parts), now)
 
     def setup(self, endpoint: str, variant: str, seconds: float) -> None:
         """An instance passed its first health check `seconds` after its launch."""

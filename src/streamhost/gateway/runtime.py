@@ -165,6 +165,7 @@ class _Relay:
         "instance",
         "model_done",
         "model_status",
+        "parts",
         "pending",
         "receive",
         "response",
@@ -185,6 +186,7 @@ class _Relay:
         self.first_byte: float | None = None  # when the answer's body began
         self.model_done: float | None = None  # when the model's answer was complete
         self.model_status = 0  # the model's HTTP status; 0: no whole answer
+        self.parts = 0  # PayloadParts sent (a stream's)
         self.receive = receive
         self.watcher: asyncio.Task[None] | None = None
         self._request_id: str | None = None
@@ -326,6 +328,7 @@ class RuntimePlane:
             model=done - relay.sent,
             total=now - relay.arrived,
             first_byte=None if relay.first_byte is None else relay.first_byte - relay.arrived,
+            parts=relay.parts if relay.streaming else None,
         )
 
     # -- InvokeEndpoint -----------------------------------------------------------------
@@ -486,6 +489,7 @@ class RuntimePlane:
                 return False
             if relay.first_byte is None:
                 relay.first_byte = time.monotonic()
+            relay.parts += 1
             try:
                 message = {
                     "type": "http.response.body",
@@ -525,6 +529,7 @@ class RuntimePlane:
                     if relay.first_byte is None:
                         relay.first_byte = time.monotonic()
                     relay.sending = True
+                    relay.parts += len(parts)
                     for part in parts:
                         await send(
                             {

@@ -11,15 +11,17 @@ turns are part of the prompt (rendered here on every request, see
 from the gateway instead of an environment variable (endpoints that are not InService are
 listed beside it, marked, with the cause of a failure, but cannot be chosen; when the one a
 conversation uses goes away, the page says where the conversation continues), *Stop* ends
-the answer and its generation, each answer shows TTFT and tokens/s, and every failure is a
-short readable line.
+the answer and its generation, each answer shows TTFT and tokens/s, the endpoint's own
+figures (instances, invocations, time to first byte, tokens/s, scaling activities) can be
+shown beside the chat, and every failure is a short readable line.
 
 Browser tests find the parts by their keys: each keyed container carries the CSS class
 ``st-key-<key>`` — ``answer-live`` / ``metrics-live`` for the answer being streamed,
 ``answer-<i>`` / ``metrics-<i>`` / ``error-<i>`` for turn ``i`` of the history,
 ``not-ready`` for the endpoints that cannot be chosen, ``endpoint-moved`` for the notice that
-the conversation's endpoint went away, and the buttons ``stop``, ``clear``, ``refresh`` and
-``suggested-<i>``.
+the conversation's endpoint went away, ``endpoint-view`` for the endpoint's metrics and
+scaling activities (shown while the toggle ``endpoint-metrics`` is on), and the buttons
+``stop``, ``clear``, ``refresh`` and ``suggested-<i>``.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ from typing import Any
 
 import streamlit as st
 
-from streamhost.endpoints.clients import control_client, invocation_client
+from streamhost.endpoints.clients import (
+    autoscaling_client,
+    cloudwatch_client,
+    control_client,
+    invocation_client,
+)
 from streamhost.endpoints.conversation import Turn, clean_text, render_prompt
 from streamhost.endpoints.discovery import EndpointInfo, list_endpoints
 from streamhost.endpoints.errors import describe_error
+from streamhost.endpoints.figures import scaling_activities, variant_figures
 from streamhost.endpoints.invocation import (
     Generation,
     GenerationParameters,
@@ -81,6 +89,11 @@ def _finish_interrupted_answer() -> None:
 @st.cache_resource(show_spinner=False)
 def _clients(gateway_url: str) -> tuple[Any, Any]:
     return control_client(gateway_url), invocation_client(gateway_url)
+
+
+@st.cache_resource(show_spinner=False)
+def _monitoring(gateway_url: str) -> tuple[Any, Any]:
+    return cloudwatch_client(gateway_url), autoscaling_client(gateway_url)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -139,6 +152,7 @@ def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
                 for info in choice.not_ready:
                     st.caption(not_ready_line(info))
         st.button("Refresh endpoints", key="refresh", on_click=_endpoints.clear)
+        st.toggle("Endpoint metrics", key="endpoint-metrics", disabled=chosen is None)
         st.caption(f"Gateway: {settings.gateway_url}")
         st.divider()
         st.button("Clear conversation", key="clear", on_click=_clear)
@@ -175,6 +189,65 @@ def _endpoint_picker(
         f"{chosen.instance_type or 'instance'}{count}"
     )
     return chosen
+
+
+def _endpoint_view(endpoint: EndpointInfo, settings: UISettings) -> None:
+    """The chosen endpoint's last 15 minutes, per variant, from CloudWatch's API on the
+    gateway: instances, invocations, time to first byte and tokens/s as charts, and its
+    Application Auto Scaling activities."""
+    period = 10
+    with st.container(key="endpoint-view"):
+        try:
+            sm, _ = _clients(settings.gateway_url)
+            cloudwatch, scaling = _monitoring(settings.gateway_url)
+            described = sm.describe_endpoint(EndpointName=endpoint.name)
+            variants = [v["VariantName"] for v in described.get("ProductionVariants") or []]
+            figures = variant_figures(
+                cloudwatch, [(endpoint.name, v) for v in variants], seconds=900, period=period
+            )
+            activities = {
+                f.variant: scaling_activities(scaling, endpoint.name, f.variant) for f in figures
+            }
+        except Exception as error:
+            st.error(describe_error(error, settings.gateway_url))
+            return
+        for figure in figures:
+            st.markdown(f"**{endpoint.name} / {figure.variant}**: the last 15 minutes")
+            left, right = st.columns(2)
+            _chart(left, "Instances", figure.per_period("InstanceCount", "Maximum"))
+            _chart(right, f"Invocations per {period} s", figure.per_period("Invocations", "Sum"))
+            _chart(left, "Time to first byte (ms)", figure.ttfb_ms_per_period())
+            _chart(right, "Tokens per second", figure.tokens_per_second(period))
+            rows = [
+                {
+                    "started": a["StartTime"].strftime("%H:%M:%S"),
+                    "activity": a["Description"],
+                    "status": a["StatusCode"],
+                    "cause": a["Cause"],
+                }
+                for a in activities[figure.variant]
+            ]
+            if rows:
+                st.dataframe(rows, hide_index=True)
+            else:
+                st.caption(
+                    "No scaling activity: register the variant with Application Auto Scaling "
+                    "to scale it with its load."
+                )
+
+
+def _chart(column: Any, title: str, points: list[tuple[Any, float]]) -> None:
+    with column:
+        st.caption(title)
+        if points:
+            st.line_chart(
+                {"time": [at for at, _ in points], title: [value for _, value in points]},
+                x="time",
+                y=title,
+                height=160,
+            )
+        else:
+            st.caption("no data yet")
 
 
 def _forget_moved_notice() -> None:
@@ -296,6 +369,8 @@ def main() -> None:
                     f"`{endpoint.model_id}` is a random model: its text is random by design. "
                     "For answers that read as English, deploy `tiny-chat` or a Hugging Face model."
                 )
+    if endpoint is not None and st.session_state.get("endpoint-metrics"):
+        _endpoint_view(endpoint, settings)
     _history(st.session_state.turns)
     typed = st.chat_input("Input text", key="input")
     prompt = typed or st.session_state.pop("pending_prompt", None)
