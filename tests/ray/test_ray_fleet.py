@@ -308,3 +308,33 @@ def test_an_unreachable_cluster_is_one_line_and_a_failed_start(tmp_path, address
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_the_autoscaler_scales_a_variant_on_the_cluster(ray_cluster, tmp_path):
+    # Registered with a minimum above its count: the scaler brings it within bounds through
+    # UpdateEndpointWeightsAndCapacities, which places one more actor.
+    gateway = ray_gateway(tmp_path / "state", ray_cluster, autoscaling_time_scale=0.1)
+    try:
+        sm, aas = gateway.sm(), gateway.autoscaling()
+        create_synthetic_endpoint(sm, "scaled", count=1)
+        aas.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId="endpoint/scaled/variant/AllTraffic",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            MinCapacity=2,
+            MaxCapacity=2,
+        )
+
+        def settled() -> list:
+            activities = aas.describe_scaling_activities(ServiceNamespace="sagemaker")
+            return [a for a in activities["ScalingActivities"] if a["StatusCode"] == "Successful"]
+
+        (activity,) = wait_for(settled, timeout=60)
+        assert activity["Description"] == "Setting desired instance count to 2."
+        assert len([n for n in actors() if n.startswith("scaled/")]) == 2
+        variant = sm.describe_endpoint(EndpointName="scaled")["ProductionVariants"][0]
+        assert variant["CurrentInstanceCount"] == variant["DesiredInstanceCount"] == 2
+        delete_endpoint(sm, "scaled")
+    finally:
+        gateway.stop()
+    assert_no_model_servers(tmp_path / "state")
