@@ -210,8 +210,10 @@ def test_the_endpoint_grows_with_concurrent_streams_and_shrinks_after_them(tmp_p
             ServiceNamespace="sagemaker", ResourceId=RESOURCE.format("elastic")
         )["ScalingActivities"]
         described = [a["Description"] for a in activities]  # newest first
-        assert described[0] == "Setting desired instance count to 1."
-        assert described[-1] == "Setting desired instance count to 3."
+        assert described == [
+            "Setting desired instance count to 1.",
+            "Setting desired instance count to 3.",
+        ]
         assert "AlarmHigh" in activities[-1]["Cause"] and "AlarmLow" in activities[0]["Cause"]
         assert activities[0]["StatusMessage"] == (
             "Successfully set desired instance count to 1. Change successfully fulfilled by sagemaker."

@@ -15,6 +15,8 @@ from streamhost.gateway.store import Store
 from tests.harness import (
     create_synthetic_endpoint,
     payload_bytes,
+    running_gateway,
+    signed_headers,
     tgi_body,
     wait_for,
 )
@@ -228,6 +230,18 @@ def test_prometheus_reads_the_same_figures_unsigned_on_loopback(measured):
     assert f"sagemaker_invocation4_xx_errors_sum{{{labels}}} 2" in text
     assert "# TYPE sagemaker_model_latency_seconds summary" in text
     assert f"sagemaker_instance_count{{{labels}}} 2" in text
+
+
+def test_off_loopback_prometheus_needs_a_signature_or_the_flag(tmp_path):
+    # A gateway configured for a network address (its test socket is still on loopback).
+    with running_gateway(tmp_path / "state", host="0.0.0.0") as gateway:
+        url = gateway.url + "/metrics"
+        refused = httpx.get(url)
+        assert refused.status_code == 403, refused.text
+        signed = httpx.get(url, headers=signed_headers(url, b"", method="GET"))
+        assert signed.status_code == 200 and signed.text.endswith("\n")
+    with running_gateway(tmp_path / "open", host="0.0.0.0", metrics_unsigned=True) as gateway:
+        assert httpx.get(gateway.url + "/metrics").status_code == 200
 
 
 def test_whole_minutes_survive_in_the_store(tmp_path):

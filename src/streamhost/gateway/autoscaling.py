@@ -387,7 +387,7 @@ class AutoScaling:
             await self._scale(resource, endpoint, variant, bound, cause, "bounds")
             return
         suspended = target.get("SuspendedState") or {}
-        outs, ins, reasons = [], [], []
+        outs, ins = [], []
         policies = [p for (r, _), p in self.policies.items() if r == resource]
         for policy in policies:
             decision = await self._decide(policy, endpoint, variant, capacity)
@@ -395,12 +395,13 @@ class AutoScaling:
                 continue
             direction, proposal = decision
             (outs if direction == "out" else ins).append((proposal, policy))
-            reasons.append(direction)
         now = self.clock()
         if outs and not suspended.get("DynamicScalingOutSuspended"):
             if now - self._last(resource, ("out",)) < self._cooldown(outs, "ScaleOutCooldown"):
                 return
             desired, policy = max(outs, key=lambda item: item[0])
+            if min(desired, high) == capacity:
+                return  # at its maximum already
             cause = (
                 f"monitor alarm {policy['Alarms'][0]['AlarmName']} in state ALARM triggered "
                 f"policy {policy['PolicyName']}"
@@ -410,6 +411,8 @@ class AutoScaling:
             if now - self._last(resource, ("out", "in")) < self._cooldown(ins, "ScaleInCooldown"):
                 return
             desired, policy = max(ins, key=lambda item: item[0])
+            if max(desired, low) == capacity:
+                return  # at its minimum already
             cause = (
                 f"monitor alarm {policy['Alarms'][1]['AlarmName']} in state ALARM triggered "
                 f"policy {policy['PolicyName']}"

@@ -77,22 +77,27 @@ METRICS = {
 class Stat:
     """The statistics of one bucket's datapoints."""
 
-    __slots__ = ("count", "high", "last", "low", "total")
+    __slots__ = ("count", "high", "low", "total")
 
     def __init__(
-        self, count: float = 0, total: float = 0.0, low: float = math.inf, high: float = -math.inf
+        self,
+        count: float = 0,
+        total: float = 0.0,
+        low: float = math.inf,
+        high: float = -math.inf,
     ) -> None:
         self.count = count
         self.total = total
         self.low = low
         self.high = high
-        self.last = 0.0
 
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
 
     def merge(self, other: Stat) -> None:
         self.count += other.count
@@ -124,8 +129,70 @@ class Series:
     metric: str
 
 
+class _Track:
+    """A series' buckets (by start time, oldest first), what was pruned from them, and
+    its latest sample (the gauges')."""
+
+    __slots__ = ("buckets", "last", "pruned")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, Stat] = {}
+        self.pruned = Stat()
+        self.last = 0.0
+
+
+def _put(buckets: dict[int, Stat], start: int, value: float) -> None:
+    stat = buckets.get(start)
+    if stat is None:
+        buckets[start] = Stat(1, value, value, value)
+    else:
+        stat.add(value)
+
+
+# What each request records, in the order `_Table.at` gives their buckets.
+_REQUEST_METRICS = (
+    "Invocations",
+    "InvocationsPerInstance",
+    "Invocation4XXErrors",
+    "Invocation5XXErrors",
+    "InvocationModelErrors",
+    "ModelLatency",
+    "OverheadLatency",
+    "TimeToFirstByte",
+    "PayloadParts",
+)
+
+
+class _Table:
+    """A variant's tracks by metric, and the buckets its requests are recorded in now."""
+
+    __slots__ = ("current", "start", "tracks")
+
+    def __init__(self, tracks: dict[str, _Track]) -> None:
+        self.tracks = tracks
+        self.start = -1
+        self.current: tuple[Stat, ...] = ()
+
+    def at(self, start: int) -> tuple[Stat, ...]:
+        """The request metrics' buckets starting at `start` (made, empty, if new)."""
+        if start != self.start:
+            stats = []
+            for metric in _REQUEST_METRICS:
+                buckets = self.tracks[metric].buckets
+                stat = buckets.get(start)
+                if stat is None:
+                    stat = buckets[start] = Stat()
+                stats.append(stat)
+            self.start, self.current = start, tuple(stats)
+        return self.current
+
+
 class Metrics:
-    """Every variant's metrics: recorded by the runtime, the fleet and a sampler."""
+    """Every variant's metrics: recorded by the runtime, the fleet and a sampler.
+
+    Recording is on the request path, so a variant's series are looked up once per request
+    (by the names as given), and each datapoint is one bucket update; totals for Prometheus
+    are summed when it asks."""
 
     def __init__(
         self, store: Store | None = None, clock: Any = time.time, resolution: int = RESOLUTION
@@ -133,8 +200,8 @@ class Metrics:
         self.store = store
         self.clock = clock
         self.resolution = resolution  # seconds in an in-memory bucket
-        self._buckets: dict[Series, dict[int, Stat]] = {}
-        self._totals: dict[Series, Stat] = {}  # since the gateway started, for Prometheus
+        self._tracks: dict[Series, _Track] = {}
+        self._variants: dict[tuple[str, str], _Table] = {}  # by the names as spelled
         self._names: dict[str, str] = {}  # lower-cased endpoint → its name as spelled
         self._started = self.clock()
         # Minutes before this one are in the store (written by a gateway before this one).
@@ -142,26 +209,30 @@ class Metrics:
 
     # -- recording ------------------------------------------------------------------------
 
+    def _table(self, endpoint: str, variant: str) -> _Table:
+        """A variant's tracks."""
+        table = self._variants.get((endpoint, variant))
+        if table is None:
+            key = endpoint.lower()
+            self._names.setdefault(key, endpoint)
+            tracks = {}
+            for metric in METRICS:
+                series = Series(key, variant, metric)
+                track = self._tracks.get(series)
+                if track is None:
+                    track = self._tracks[series] = _Track()
+                tracks[metric] = track
+            table = self._variants[(endpoint, variant)] = _Table(tracks)
+        return table
+
     def add(
         self, endpoint: str, variant: str, metric: str, value: float, at: float | None = None
     ) -> None:
         """One datapoint."""
-        key = endpoint.lower()
-        self._names.setdefault(key, endpoint)
-        series = Series(key, variant, metric)
-        buckets = self._buckets.get(series)
-        if buckets is None:
-            buckets = self._buckets[series] = {}
-        start = int((self.clock() if at is None else at) // self.resolution * self.resolution)
-        stat = buckets.get(start)
-        if stat is None:
-            stat = buckets[start] = Stat()
-        stat.add(value)
-        total = self._totals.get(series)
-        if total is None:
-            total = self._totals[series] = Stat()
-        total.add(value)
-        total.last = value
+        at = self.clock() if at is None else at
+        resolution = self.resolution
+        buckets = self._table(endpoint, variant).tracks[metric].buckets
+        _put(buckets, int(at // resolution * resolution), value)
 
     def invocation(
         self,
@@ -177,22 +248,23 @@ class Metrics:
     ) -> None:
         """One request a model got: its status (0: no answer, a broken connection or a
         time limit), the variant's instances, and its times in seconds."""
-        now = self.clock()
-        ok = 200 <= status < 300
-        for metric, value in (
-            ("Invocations", 1.0),
-            ("InvocationsPerInstance", 1.0 / max(instances, 1)),
-            ("Invocation4XXErrors", 1.0 if 400 <= status < 500 else 0.0),
-            ("Invocation5XXErrors", 1.0 if 500 <= status < 600 else 0.0),
-            ("InvocationModelErrors", 0.0 if ok else 1.0),
-            ("ModelLatency", round(model * 1e6)),
-            ("OverheadLatency", round(max(total - model, 0.0) * 1e6)),
-        ):
-            self.add(endpoint, variant, metric, value, now)
+        resolution = self.resolution
+        start = int(self.clock() // resolution * resolution)
+        table = self._variants.get((endpoint, variant)) or self._table(endpoint, variant)
+        calls, per_instance, client, server, failed, model_us, overhead_us, first_us, chunks = (
+            table.at(start)
+        )
+        calls.add(1.0)
+        per_instance.add(1.0 / instances if instances > 0 else 1.0)
+        client.add(1.0 if 400 <= status < 500 else 0.0)
+        server.add(1.0 if 500 <= status < 600 else 0.0)
+        failed.add(0.0 if 200 <= status < 300 else 1.0)
+        model_us.add(int(model * 1e6 + 0.5))
+        overhead_us.add(int(max(total - model, 0.0) * 1e6 + 0.5))
         if first_byte is not None:
-            self.add(endpoint, variant, "TimeToFirstByte", round(first_byte * 1e6), now)
+            first_us.add(int(first_byte * 1e6 + 0.5))
         if parts is not None:
-            self.add(endpoint, variant, "PayloadParts", float(parts), now)
+            chunks.add(float(parts))
 
     def setup(self, endpoint: str, variant: str, seconds: float) -> None:
         """An instance passed its first health check `seconds` after its launch."""
@@ -204,7 +276,9 @@ class Metrics:
         for endpoint, variants in router.routes():
             for variant in variants:
                 up = [i for i in variant.instances if i.up]
+                tracks = self._table(endpoint, variant.name).tracks
                 self.add(endpoint, variant.name, "InstanceCount", float(len(up)), now)
+                tracks["InstanceCount"].last = float(len(up))
                 for instance in up:
                     self.add(
                         endpoint,
@@ -213,9 +287,9 @@ class Metrics:
                         float(instance.outstanding),
                         now,
                     )
-                if up:  # Prometheus' gauge: the mean per model, not the last one's
-                    series = Series(endpoint.lower(), variant.name, "ConcurrentRequestsPerModel")
-                    self._totals[series].last = sum(i.outstanding for i in up) / len(up)
+                # Prometheus' gauge: the mean per model.
+                concurrency = tracks["ConcurrentRequestsPerModel"]
+                concurrency.last = sum(i.outstanding for i in up) / len(up) if up else 0.0
 
     async def run(self, router: Router) -> None:
         """Sample every second; write whole minutes to the store and forget old buckets."""
@@ -235,12 +309,16 @@ class Metrics:
         if final:
             upto += STORED_RESOLUTION
         rows = []
-        for series, buckets in self._buckets.items():
+        for series, track in self._tracks.items():
+            buckets = track.buckets
             minutes: dict[int, Stat] = {}
-            for start, stat in buckets.items():
+            # Buckets are made in time order: the newest are at the end.
+            for start in reversed(buckets):
                 minute = start // STORED_RESOLUTION * STORED_RESOLUTION
-                if self._flushed <= minute < upto:
-                    minutes.setdefault(minute, Stat()).merge(stat)
+                if minute < self._flushed:
+                    break
+                if minute < upto and buckets[start].count:
+                    minutes.setdefault(minute, Stat()).merge(buckets[start])
             rows += [(series, minute, stat) for minute, stat in minutes.items()]
         if self.store is not None and rows:
             try:
@@ -249,16 +327,20 @@ class Metrics:
                 log.exception("cannot write endpoint metrics to the store")
         self._flushed = upto
         oldest = now - MEMORY_SPAN
-        for buckets in self._buckets.values():
-            for start in [s for s in buckets if s < oldest]:
-                del buckets[start]
+        for track in self._tracks.values():
+            buckets = track.buckets
+            while buckets:
+                start = next(iter(buckets))
+                if start >= oldest:
+                    break
+                track.pruned.merge(buckets.pop(start))
 
     # -- reading --------------------------------------------------------------------------
 
     def series(self) -> Iterator[tuple[str, str, str]]:
         """(endpoint name, variant, metric) of every series held in memory."""
-        for series, buckets in self._buckets.items():
-            if buckets:
+        for series, track in self._tracks.items():
+            if any(stat.count for stat in track.buckets.values()):
                 yield (
                     self._names.get(series.endpoint, series.endpoint),
                     series.variant,
@@ -281,8 +363,9 @@ class Metrics:
             )
             for minute, stat in stats_of(rows):
                 _into(periods, minute, period, stat)
-        for bucket, stat in self._buckets.get(series, {}).items():
-            if max(start, since) <= bucket < end:
+        track = self._tracks.get(series)
+        for bucket, stat in (track.buckets if track else {}).items():
+            if max(start, since) <= bucket < end and stat.count:
                 _into(periods, bucket, period, stat)
         return sorted(periods.items())
 
@@ -291,9 +374,14 @@ class Metrics:
         ones as gauges of their latest value, the others as summaries (latencies in
         seconds)."""
         lines = []
-        by_metric: dict[str, list[tuple[Series, Stat]]] = {}
-        for series, stat in self._totals.items():
-            by_metric.setdefault(series.metric, []).append((series, stat))
+        by_metric: dict[str, list[tuple[Series, _Track, Stat]]] = {}
+        for series, track in self._tracks.items():
+            total = Stat()
+            total.merge(track.pruned)
+            for stat in track.buckets.values():
+                total.merge(stat)
+            if total.count:
+                by_metric.setdefault(series.metric, []).append((series, track, total))
         for metric in sorted(by_metric):
             unit = METRICS[metric]
             name = "sagemaker_" + _snake(metric) + ("_seconds" if unit == "Microseconds" else "")
@@ -301,7 +389,7 @@ class Metrics:
             gauge = metric in _SAMPLED
             lines.append(f"# HELP {name} SageMaker's {metric} of each endpoint variant.")
             lines.append(f"# TYPE {name} {'gauge' if gauge else 'summary'}")
-            for series, stat in sorted(
+            for series, track, stat in sorted(
                 by_metric[metric], key=lambda item: (item[0].endpoint, item[0].variant)
             ):
                 labels = (
@@ -309,7 +397,7 @@ class Metrics:
                     f'variant_name="{_label(series.variant)}"'
                 )
                 if gauge:
-                    lines.append(f"{name}{{{labels}}} {stat.last:g}")
+                    lines.append(f"{name}{{{labels}}} {track.last:g}")
                 else:
                     lines.append(f"{name}_count{{{labels}}} {stat.count:g}")
                     lines.append(f"{name}_sum{{{labels}}} {stat.total * scale:.6g}")

@@ -206,6 +206,18 @@ class Router:
             for v in self._endpoints.get(endpoint.lower(), {}).values()
         }
 
+    def up_count(self, endpoint: str, variant: str) -> int:
+        """Up instances of one variant (0 if it is not routed)."""
+        variants = self._endpoints.get(endpoint.lower())
+        found = None if variants is None else variants.get(variant.lower())
+        if found is None:
+            return 0
+        count = 0
+        for instance in found.instances:  # per request: no generator, no list
+            if instance.up:
+                count += 1
+        return count
+
     # -- requests (the runtime's side) ----------------------------------------------------
 
     def choose(

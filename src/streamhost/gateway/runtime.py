@@ -324,7 +324,7 @@ class RuntimePlane:
             endpoint,
             instance.variant,
             status=relay.model_status if relay.model_done is not None else 0,
-            instances=self.router.healthy_counts(endpoint).get(instance.variant, 1),
+            instances=self.router.up_count(endpoint, instance.variant),
             model=done - relay.sent,
             total=now - relay.arrived,
             first_byte=None if relay.first_byte is None else relay.first_byte - relay.arrived,
