@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 import httpx
 import pytest
@@ -58,11 +59,20 @@ def measured(module_gateway):
     """An endpoint with 2 instances that took 6 streams, 3 invocations and 2 model errors."""
     sm, smr = module_gateway.sm(), module_gateway.smr()
     create_synthetic_endpoint(sm, "Measured", count=2)
+    # What the client measured of each stream: its first PayloadPart and its end.
+    module_gateway.client_seconds = []
     for _ in range(6):
+        started = time.monotonic()
         resp = smr.invoke_endpoint_with_response_stream(
             EndpointName="Measured", Body=tgi_body("go", 8), ContentType="application/json"
         )
-        assert payload_bytes(resp).count(b"data:") == 8
+        parts = []
+        for event in resp["Body"]:
+            if not parts:
+                first = time.monotonic() - started
+            parts.append(event["PayloadPart"]["Bytes"])
+        module_gateway.client_seconds.append((first, time.monotonic() - started))
+        assert b"".join(parts).count(b"data:") == 8
     for _ in range(3):
         smr.invoke_endpoint(
             EndpointName="Measured",
@@ -109,6 +119,21 @@ def test_latencies_are_in_microseconds_and_a_stream_counts_to_its_last_byte(meas
     }
     setup = statistics(cw, "Measured", "ModelSetupTime", "SampleCount", "Minimum")
     assert setup["SampleCount"] == 2 and setup["Minimum"] > 0
+
+
+def test_the_latencies_agree_with_what_the_client_measured(measured):
+    # The gateway's span of a stream lies inside the client's: from its request's arrival
+    # to its last PayloadPart; the client adds signing, connecting and parsing (a few ms).
+    cw = measured.cloudwatch()
+    firsts = sorted(first for first, _ in measured.client_seconds)
+    totals = sorted(total for _, total in measured.client_seconds)
+    stream_first = statistics(cw, "Measured", "TimeToFirstByte", "Maximum")["Maximum"] / 1e6
+    assert stream_first <= firsts[-1]
+    model = statistics(cw, "Measured", "ModelLatency", "Maximum")["Maximum"] / 1e6
+    assert model <= totals[-1]
+    assert totals[-1] - model < 0.2  # the client's own share, even on a busy machine
+    # 8 tokens 5 ms apart after the first: no stream was shorter than 35 ms, at either end.
+    assert totals[0] >= 0.035 and model >= 0.035
 
 
 def test_instances_and_concurrency_are_sampled_every_second(module_gateway):
