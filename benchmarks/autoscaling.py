@@ -31,13 +31,10 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from streamhost.deploy import DeploySpec, deploy
 from streamhost.gateway.metrics import Metrics
 from streamhost.gateway.router import Instance, Router, Variant
 
-TGI_IMAGE = (
-    "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
-    "huggingface-pytorch-tgi-inference:2.0.1-tgi0.9.3-gpu-py39-cu118-ubuntu20.04"
-)
 RESOURCE = "endpoint/{}/variant/AllTraffic"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
@@ -117,26 +114,7 @@ def reaction(url: str, name: str) -> tuple[float, float]:
     """(s to the scale-out activity, s to 3 instances in service) for one endpoint."""
     sm, smr = client("sagemaker", url), client("sagemaker-runtime", url)
     aas = client("application-autoscaling", url)
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/bench",
-        PrimaryContainer={"Image": TGI_IMAGE, "Environment": {"HF_MODEL_ID": "synthetic:5"}},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1,
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(
-        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-    )
+    deploy(sm, DeploySpec(name, model="synthetic:5", instance_type="ml.m5.large"))
     aas.register_scalable_target(
         ServiceNamespace="sagemaker",
         ResourceId=RESOURCE.format(name),

@@ -509,16 +509,17 @@ def create_synthetic_endpoint(
     wait: bool = True,
     environment: dict[str, str] | None = None,
     image: str = TGI_IMAGE,
+    model_data: str | None = None,
 ) -> None:
-    """Model (TGI image, synthetic model) + config + endpoint, waited until InService."""
-    sm.create_model(
-        ModelName=f"{name}-model",
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={
-            "Image": image,
-            "Environment": environment or {"HF_MODEL_ID": f"synthetic:{delay_ms}"},
-        },
-    )
+    """Model (TGI image, synthetic model unless `environment` says otherwise; its
+    `ModelDataUrl` if given) + config + endpoint, waited until InService."""
+    container = {
+        "Image": image,
+        "Environment": environment or {"HF_MODEL_ID": f"synthetic:{delay_ms}"},
+    }
+    if model_data is not None:
+        container["ModelDataUrl"] = model_data
+    sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer=container)
     sm.create_endpoint_config(
         EndpointConfigName=f"{name}-config",
         ProductionVariants=variants

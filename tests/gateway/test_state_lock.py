@@ -16,8 +16,6 @@ import pytest
 
 from streamhost.gateway.state_lock import Holder
 from tests.harness import (
-    ROLE,
-    TGI_IMAGE,
     GatewayProcess,
     assert_no_model_servers,
     create_synthetic_endpoint,
@@ -163,28 +161,7 @@ def test_an_endpoint_whose_model_data_vanished_too_fails_with_the_reason_in_a_fe
     gateway = GatewayProcess(state).start()
     try:
         sm = gateway.sm()
-        sm.create_model(
-            ModelName="gone",
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
-                "Image": TGI_IMAGE,
-                "ModelDataUrl": archive.as_uri(),
-                "Environment": {"HF_MODEL_ID": "synthetic:5"},
-            },
-        )
-        sm.create_endpoint_config(
-            EndpointConfigName="gone",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": "gone",
-                    "InstanceType": "ml.m5.large",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-        )
-        sm.create_endpoint(EndpointName="gone", EndpointConfigName="gone")
-        wait_in_service(sm, "gone")
+        create_synthetic_endpoint(sm, "gone", model_data=archive.as_uri())
         (record,) = gateway.instances("gone")
         archive.unlink()
         shutil.rmtree(state / "endpoints" / "gone")

@@ -15,8 +15,6 @@ from botocore.exceptions import EventStreamError, WaiterError
 from streamhost import cli
 from streamhost.gateway.provisioner import read_instance_logs
 from tests.harness import (
-    ROLE,
-    TGI_IMAGE,
     GatewayThread,
     assert_no_model_servers,
     create_synthetic_endpoint,
@@ -113,28 +111,9 @@ def test_model_files_are_shipped_through_the_object_store(ray_cluster, tmp_path,
     before = node_log_folders()
     try:
         sm, smr = gateway.sm(), gateway.smr()
-        sm.create_model(
-            ModelName="shipped",
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
-                "Image": TGI_IMAGE,
-                "ModelDataUrl": archive.as_uri(),
-                "Environment": {"HF_MODEL_ID": "/opt/ml/model"},
-            },
+        create_synthetic_endpoint(
+            sm, "shipped", environment={"HF_MODEL_ID": "/opt/ml/model"}, model_data=archive.as_uri()
         )
-        sm.create_endpoint_config(
-            EndpointConfigName="shipped",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": "shipped",
-                    "InstanceType": "ml.m5.xlarge",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-        )
-        sm.create_endpoint(EndpointName="shipped", EndpointConfigName="shipped")
-        wait_in_service(sm, "shipped")
         (folder,) = node_log_folders() - before
         (server,) = model_servers(folder)
         assert str(folder / "model") in server.cmdline()

@@ -306,10 +306,10 @@ class GatewayApp:
         except _Disconnected:
             return
         if monitoring:
-            await self._cloudwatch(target, body, send)
+            await self._json_service(target, body, send, cloudwatch, self.cloud_watch.handle)
             return
         if scaling:
-            await self._autoscaling(target, body, send)
+            await self._json_service(target, body, send, autoscaling, self._scaling)
             return
         if runtime_route is not None:
             await self.runtime.handle(receive, send, body, runtime_route, headers, arrived)
@@ -319,35 +319,34 @@ class GatewayApp:
             return
         await self._control_app(scope, _replay(body, receive), send)
 
-    async def _cloudwatch(self, target: str, body: bytes, send: Send) -> None:
-        """A CloudWatch call (JSON 1.0): the endpoints' metrics."""
+    async def _json_service(
+        self,
+        target: str,
+        body: bytes,
+        send: Send,
+        service: Any,
+        handle: Callable[[str, Any], Awaitable[dict[str, Any]]],
+    ) -> None:
+        """A call to one of the gateway's other AWS JSON services (`cloudwatch`,
+        `autoscaling`: each names its target prefix and content type, and may word its
+        errors with `error_document`)."""
         extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
-            params = decode_body(body)
-            operation = target[len(cloudwatch.TARGET_PREFIX) :]
-            status, document = 200, await self.cloud_watch.handle(operation, params)
+            operation = target[len(service.TARGET_PREFIX) :]
+            status, document = 200, await handle(operation, decode_body(body))
         except Exception as exc:
             error = exc if isinstance(exc, AwsError) else errors.internal_failure()
             if error is not exc:
-                log.exception("CloudWatch request %s failed", target)
+                log.exception("request %s failed", target)
             status = error.status
-            document, extra = cloudwatch.error_document(error)
-        await send_json(send, status, document, cloudwatch.CONTENT_TYPE, extra)
+            render = getattr(service, "error_document", None)
+            document, extra = render(error) if render else (error.to_response(), ())
+        await send_json(send, status, document, service.CONTENT_TYPE, extra)
 
-    async def _autoscaling(self, target: str, body: bytes, send: Send) -> None:
-        """An Application Auto Scaling call (JSON 1.1): scalable targets and policies."""
-        try:
-            if self.autoscaling is None:
-                raise errors.service_unavailable("Starting up.")
-            params = decode_body(body)
-            operation = target[len(autoscaling.TARGET_PREFIX) :]
-            status, document = 200, await self.autoscaling.handle(operation, params)
-        except Exception as exc:
-            error = exc if isinstance(exc, AwsError) else errors.internal_failure()
-            if error is not exc:
-                log.exception("Application Auto Scaling request %s failed", target)
-            status, document = error.status, error.to_response()
-        await send_json(send, status, document, autoscaling.CONTENT_TYPE)
+    async def _scaling(self, operation: str, params: Any) -> dict[str, Any]:
+        if self.autoscaling is None:
+            raise errors.service_unavailable("Starting up.")
+        return await self.autoscaling.handle(operation, params)
 
     async def _prometheus(self, scope: Scope, send: Send) -> None:
         """The endpoints' metrics for Prometheus: unsigned on a loopback address or with

@@ -395,29 +395,33 @@ class AutoScaling:
                 continue
             direction, proposal = decision
             (outs if direction == "out" else ins).append((proposal, policy))
-        now = self.clock()
         if outs and not suspended.get("DynamicScalingOutSuspended"):
-            if now - self._last(resource, ("out",)) < self._cooldown(outs, "ScaleOutCooldown"):
-                return
-            desired, policy = max(outs, key=lambda item: item[0])
-            if min(desired, high) == capacity:
-                return  # at its maximum already
-            cause = (
-                f"monitor alarm {policy['Alarms'][0]['AlarmName']} in state ALARM triggered "
-                f"policy {policy['PolicyName']}"
-            )
-            await self._scale(resource, endpoint, variant, min(desired, high), cause, "out")
+            await self._act(resource, variant, capacity, outs, "out", lambda n: min(n, high))
         elif ins and len(ins) == len(policies) and not suspended.get("DynamicScalingInSuspended"):
-            if now - self._last(resource, ("out", "in")) < self._cooldown(ins, "ScaleInCooldown"):
-                return
-            desired, policy = max(ins, key=lambda item: item[0])
-            if max(desired, low) == capacity:
-                return  # at its minimum already
-            cause = (
-                f"monitor alarm {policy['Alarms'][1]['AlarmName']} in state ALARM triggered "
-                f"policy {policy['PolicyName']}"
-            )
-            await self._scale(resource, endpoint, variant, max(desired, low), cause, "in")
+            await self._act(resource, variant, capacity, ins, "in", lambda n: max(n, low))
+
+    async def _act(
+        self,
+        resource: str,
+        variant: str,
+        capacity: int,
+        decided: list[tuple[int, dict[str, Any]]],
+        direction: str,
+        bound: Callable[[int], int],
+    ) -> None:
+        """Scale to the largest capacity the policies that fired ask for (within the bound),
+        unless a cooldown runs: a scale-out's after a scale-out, a scale-in's after any."""
+        out = direction == "out"
+        key, after = ("ScaleOutCooldown", ("out",)) if out else ("ScaleInCooldown", ("out", "in"))
+        if self.clock() - self._last(resource, after) < self._cooldown(decided, key):
+            return
+        proposal, policy = max(decided, key=lambda item: item[0])
+        desired = bound(proposal)
+        if desired == capacity:
+            return  # at its bound already
+        alarm = policy["Alarms"][0 if out else 1]["AlarmName"]
+        cause = f"monitor alarm {alarm} in state ALARM triggered policy {policy['PolicyName']}"
+        await self._scale(resource, resource.split("/")[1], variant, desired, cause, direction)
 
     async def _decide(
         self, policy: dict[str, Any], endpoint: str, variant: str, capacity: int
