@@ -114,7 +114,8 @@ def test_model_files_are_shipped_through_the_object_store(ray_cluster, tmp_path,
         create_synthetic_endpoint(
             sm, "shipped", environment={"HF_MODEL_ID": "/opt/ml/model"}, model_data=archive.as_uri()
         )
-        (folder,) = node_log_folders() - before
+        # The live instance's folder (one replaced on a busy machine left its own too).
+        (folder,) = [f for f in node_log_folders() - before if model_servers(f)]
         (server,) = model_servers(folder)
         assert str(folder / "model") in server.cmdline()
         assert server.environ()["HF_MODEL_ID"] == str(folder / "model")
@@ -123,7 +124,7 @@ def test_model_files_are_shipped_through_the_object_store(ray_cluster, tmp_path,
         )
         assert stream(smr, "shipped", 12).count(b"data:") == 12
         delete_endpoint(sm, "shipped")
-        assert not folder.exists()
+        assert node_log_folders() - before == set()
     finally:
         gateway.stop()
     assert_no_model_servers(state)
