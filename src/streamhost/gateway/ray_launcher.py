@@ -154,17 +154,23 @@ class InstanceActor:
         port = free_port(host)
         self.secret_hash = _hash(spec.environment.get("STREAMHOST_INSTANCE_SECRET", ""))
         self.folder = Path(tempfile.mkdtemp(prefix="streamhost-instance-"))
-        if shipped is not None:
-            _unpack(shipped, self.folder / "model")
-            spec = _moved(spec, self.folder / "model")
-        # The node's own Python; dies with this actor's process, at once, as with its machine.
-        self.popen = start_model_server(
-            dataclasses.replace(spec, log_path=self.folder / "instance.log"),
-            sys.executable,
-            host,
-            port,
-            exit_with_parent(signal.SIGKILL),
-        )
+        try:
+            if shipped is not None:
+                _unpack(shipped, self.folder / "model")
+                spec = _moved(spec, self.folder / "model")
+            # The node's own Python; dies with this actor's process, at once, as with its
+            # machine.
+            self.popen = start_model_server(
+                dataclasses.replace(spec, log_path=self.folder / "instance.log"),
+                sys.executable,
+                host,
+                port,
+                exit_with_parent(signal.SIGKILL),
+            )
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+            raise
         self.where = (host, port, self.popen.pid)
         return (*self.where, ray.get_runtime_context().get_node_id())
 
