@@ -76,7 +76,8 @@ def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path, capsys):
         # The model servers are the actors' children, not the gateway's.
         assert not model_servers() and len(model_servers(state)) == 2
         # Each writes its log on its node; the gateway keeps a copy in its state folder.
-        assert len(node_log_folders() - before) == 2
+        # (a replaced instance on a busy machine leaves its own folder until it is stopped)
+        assert len(node_log_folders() - before) >= 2
         wait_for(
             lambda: (
                 sum(
@@ -89,7 +90,7 @@ def test_deploy_stream_and_delete_on_the_cluster(ray_cluster, tmp_path, capsys):
         )
         delete_endpoint(sm, "on-ray")
         assert actors() == []
-        assert node_log_folders() - before == set()
+        wait_for(lambda: node_log_folders() - before == set(), timeout=30)
     finally:
         gateway.stop()
     assert_no_model_servers(state)
