@@ -273,22 +273,17 @@ class Metrics:
     def sample(self, router: Router) -> None:
         """Concurrency per model and instances in service, of every routed variant."""
         now = self.clock()
+        start = int(now // self.resolution * self.resolution)
         for endpoint, variants in router.routes():
             for variant in variants:
                 up = [i for i in variant.instances if i.up]
                 tracks = self._table(endpoint, variant.name).tracks
-                self.add(endpoint, variant.name, "InstanceCount", float(len(up)), now)
-                tracks["InstanceCount"].last = float(len(up))
+                count, concurrency = tracks["InstanceCount"], tracks["ConcurrentRequestsPerModel"]
+                _put(count.buckets, start, float(len(up)))
+                count.last = float(len(up))
                 for instance in up:
-                    self.add(
-                        endpoint,
-                        variant.name,
-                        "ConcurrentRequestsPerModel",
-                        float(instance.outstanding),
-                        now,
-                    )
+                    _put(concurrency.buckets, start, float(instance.outstanding))
                 # Prometheus' gauge: the mean per model.
-                concurrency = tracks["ConcurrentRequestsPerModel"]
                 concurrency.last = sum(i.outstanding for i in up) / len(up) if up else 0.0
 
     async def run(self, router: Router) -> None:
