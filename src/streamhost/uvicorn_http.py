@@ -27,6 +27,13 @@ two callbacks passed through this subclass and a few comparisons: the head's fie
 looked at one by one only when its reads were large enough to break a limit, or it has more
 fields than allowed.
 
+`websocket_protocol` is uvicorn's sans-I/O WebSocket protocol with one addition: a
+`websocket.send` that says `"more": True` leaves its message open, as `http.response.body`'s
+`more_body` does, so the next sends go out as continuation frames of the same message
+(RFC 6455 fragmentation) until one without `more`. ASGI otherwise sends whole messages only;
+the model server streams an answer to a bidirectional-stream turn as one message, a
+fragment per token event.
+
 `send_now` runs uvicorn's ASGI `send` by hand (the gateway's relay writes a chunk from a
 socket callback with it). `check_uvicorn` checks at start-up that the uvicorn installed
 still has every attribute this module uses; pyproject.toml bounds uvicorn to the versions
@@ -57,6 +64,7 @@ __all__ = [
     "http_protocol",
     "send_now",
     "uvicorn_config",
+    "websocket_protocol",
 ]
 
 MAX_URL_BYTES = 16 * 1024
@@ -138,6 +146,7 @@ def uvicorn_config(
         proxy_headers=False,
         server_header=False,
         http=http_protocol(request_timeout, answer),
+        ws=websocket_protocol(),
         **options,
     )
 
@@ -291,6 +300,50 @@ class _Deadline:
         if cycle.response_complete and self.timeout_keep_alive_task is None:
             return cycle  # bytes came after the answer (ending keep-alive), no request
         return None
+
+
+# -- WebSocket messages sent in fragments -------------------------------------------------
+
+
+def websocket_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's sans-I/O WebSocket protocol, taking `"more": True` on `websocket.send`
+    (see the module's doc)."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError as error:
+        raise UvicornMismatch(f"streamhost cannot serve WebSockets: {error}") from None
+    return type("WebSocketProtocol", (_Fragments, WebSocketsSansIOProtocol), {})
+
+
+class _Fragments:
+    conn: Any
+    transport: asyncio.Transport
+    writable: asyncio.Event
+    handshake_complete: bool
+    close_sent: bool
+    disconnected: bool
+    _open_message = False  # a message sent with "more" is not finished yet
+
+    async def send(self, message: Any) -> None:
+        if message["type"] != "websocket.send" or not (message.get("more") or self._open_message):
+            await super().send(message)  # type: ignore[misc]
+            return
+        await self.writable.wait()
+        if self.disconnected or self.close_sent or not self.handshake_complete:
+            await super().send(message)  # type: ignore[misc]  # uvicorn's own refusal
+            return
+        data = message.get("bytes")
+        text = data is None
+        payload = message["text"].encode() if text else data
+        more = bool(message.get("more"))
+        if self._open_message:
+            self.conn.send_continuation(payload, fin=not more)
+        elif text:
+            self.conn.send_text(payload, fin=False)
+        else:
+            self.conn.send_binary(payload, fin=False)
+        self._open_message = more
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
 
 # -- the ASGI send, run by hand -----------------------------------------------------------

@@ -31,7 +31,9 @@ def tls_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     certificate.private_key_pem.write_to_path(str(key))
     authority.cert_pem.write_to_path(str(ca))
     gateway = GatewayProcess(
-        tmp_path / "state", "--tls-cert", str(cert), "--tls-key", str(key), ca_file=str(ca)
+        tmp_path / "state",
+        *["--tls-cert", str(cert), "--tls-key", str(key), "--http2-port", "0"],
+        ca_file=str(ca),
     )
     try:
         yield gateway.start()

@@ -35,9 +35,9 @@ from .lifecycle import EndpointStatus, GatewayDeployer
 from .metrics import Metrics
 from .provisioner import FleetManager, ProvisionerSettings
 from .router import Router
-from .runtime import RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
+from .runtime import BIDI, RuntimePlane, RuntimeSettings, parse_runtime_path, send_error
 from .settings import GatewaySettings, is_loopback
-from .sigv4 import SERVICE, verify
+from .sigv4 import SERVICE, verify, verify_event_stream
 from .state_lock import Holder, StateInUse, StateLock, StateLockError
 from .store import Store
 
@@ -66,14 +66,22 @@ def serve(
     *,
     log_level: str = "info",
     state_lock: StateLock | None = None,
+    http2_sock: Any = None,
 ) -> None:
     """Run the gateway under uvicorn until SIGINT/SIGTERM, on `sock` if given (else it binds
-    `settings.host`:`settings.port`)."""
+    `settings.host`:`settings.port`), and its HTTP/2 listener on `http2_sock` if given."""
     import uvicorn
 
     app = create_gateway_app(settings, state_lock)
     config = server_config(settings, app, log_level=log_level)
-    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
+    server = uvicorn.Server(config)
+    sockets = [sock] if sock is not None else None
+    if http2_sock is None:
+        server.run(sockets=sockets)
+        return
+    from .http2 import serve_beside
+
+    asyncio.run(serve_beside(server, sockets, app, settings, http2_sock, log_level))
 
 
 def server_config(settings: GatewaySettings, app: GatewayApp, *, log_level: str = "info") -> Any:
@@ -283,12 +291,20 @@ class GatewayApp:
             return
         limit = CONTROL_MAX_BODY if runtime_route is None else self.settings.max_payload
         headers = _joined_headers(scope["headers"])
+        if runtime_route is not None and runtime_route[1] == BIDI:
+            await self._bidirectional(scope, receive, send, runtime_route[0], headers)
+            return
         target = headers.get("x-amz-target", "") if runtime_route is None else ""
         monitoring = target.startswith(cloudwatch.TARGET_PREFIX)
         scaling = target.startswith(autoscaling.TARGET_PREFIX)
         service = cloudwatch.SERVICE if monitoring else autoscaling.SERVICE if scaling else SERVICE
         try:
-            body = await _read_body(headers, receive, limit, runtime=runtime_route is not None)
+            reading = _read_body(headers, receive, limit, runtime=runtime_route is not None)
+            if scope.get("http_version") == "2":
+                # uvicorn's protocol bounds a request's arrival over HTTP/1.1; this, over 2.
+                body = await _within(reading, self.settings.request_timeout)
+            else:
+                body = await reading
             if self.settings.credentials is not None:
                 query = scope.get("query_string", b"").decode("latin-1")
                 verify(
@@ -318,6 +334,27 @@ class GatewayApp:
             await send_error(send, errors.service_unavailable("Starting up."))
             return
         await self._control_app(scope, _replay(body, receive), send)
+
+    async def _bidirectional(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: str, headers: dict[str, str]
+    ) -> None:
+        """InvokeEndpointWithBidirectionalStream: the head is checked here, each event of the
+        body as it comes (`sigv4.EventChain`)."""
+        chain = None
+        if self.settings.credentials is not None:
+            query = scope.get("query_string", b"").decode("latin-1")
+            try:
+                chain = verify_event_stream(
+                    "POST",
+                    _raw_path(scope) + (f"?{query}" if query else ""),
+                    headers,
+                    store=self.settings.credentials,
+                    lowercased=True,
+                )
+            except AwsError as error:
+                await send_error(send, error)
+                return
+        await self.runtime.bidirectional(receive, send, endpoint, headers, chain)
 
     async def _json_service(
         self,
@@ -427,6 +464,17 @@ async def _read_body(
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _within(reading: Awaitable[bytes], timeout: float) -> bytes:
+    try:
+        return await asyncio.wait_for(reading, timeout)
+    except asyncio.TimeoutError:
+        raise AwsError(
+            "RequestTimeout",
+            f"The request did not arrive whole within {timeout:g} seconds.",
+            status=408,
+        ) from None
 
 
 def _too_large(limit: int, runtime: bool) -> AwsError:

@@ -44,9 +44,11 @@ __all__ = [
     "UnsupportedHeaderValue",
     "encode_headers",
     "encode_message",
+    "exception_message",
     "internal_stream_failure",
     "model_stream_error",
     "payload_part",
+    "stream_part",
 ]
 
 CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -296,7 +298,39 @@ def payload_part(data: bytes) -> bytes:
     return message + _U32.pack(crc32(message))
 
 
-def _exception_message(exception_type: str, body: Mapping[str, str]) -> bytes:
+# A bidirectional stream's parts also say whether the data is text and whether it ends a
+# message: four header blocks, and their heads per short length, made once.
+_STREAM_PART_HEADERS = {
+    (text, complete): encode_headers(
+        {
+            ":event-type": PAYLOAD_PART,
+            ":content-type": "application/octet-stream",
+            ":message-type": "event",
+            "DataType": "UTF8" if text else "BINARY",
+            "CompletionState": "COMPLETE" if complete else "PARTIAL",
+        }
+    )
+    for text in (False, True)
+    for complete in (False, True)
+}
+_stream_part_heads: dict[tuple[bool, bool, int], bytes] = {}
+
+
+def stream_part(data: bytes, text: bool, complete: bool) -> bytes:
+    """Encode a ``PayloadPart`` of a bidirectional stream: ``DataType`` ``UTF8`` (`text`) or
+    ``BINARY``, ``CompletionState`` ``COMPLETE`` (`complete`) or ``PARTIAL``."""
+    key = (text, complete, len(data))
+    head = _stream_part_heads.get(key)
+    if head is None:
+        head = _message_head(_STREAM_PART_HEADERS[text, complete], len(data))
+        if len(data) < _PAYLOAD_PART_HEAD_CACHE_LIMIT:
+            _stream_part_heads[key] = head
+    message = head + data
+    return message + _U32.pack(crc32(message))
+
+
+def exception_message(exception_type: str, body: Mapping[str, str]) -> bytes:
+    """Encode an exception message of type `exception_type` with a JSON body."""
     headers = {
         ":exception-type": exception_type,
         ":content-type": "application/json",
@@ -308,9 +342,9 @@ def _exception_message(exception_type: str, body: Mapping[str, str]) -> bytes:
 
 def model_stream_error(error_code: str, message: str) -> bytes:
     """Encode a ``ModelStreamError`` exception (``ErrorCode`` e.g. ``StreamBroken``)."""
-    return _exception_message(MODEL_STREAM_ERROR, {"Message": message, "ErrorCode": error_code})
+    return exception_message(MODEL_STREAM_ERROR, {"Message": message, "ErrorCode": error_code})
 
 
 def internal_stream_failure(message: str) -> bytes:
     """Encode an ``InternalStreamFailure`` exception: a fault of the gateway itself."""
-    return _exception_message(INTERNAL_STREAM_FAILURE, {"Message": message})
+    return exception_message(INTERNAL_STREAM_FAILURE, {"Message": message})

@@ -41,7 +41,7 @@ from urllib.parse import unquote
 import orjson
 
 from ..uvicorn_http import send_now
-from . import errors
+from . import bidi, errors
 from .errors import AwsError, ModelError
 from .eventstream import (
     CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE,
@@ -66,6 +66,7 @@ from .router import (
     parse_session_header,
 )
 from .settings import MAX_PAYLOAD_BYTES
+from .sigv4 import EventChain
 from .upstream import ConnectFailed, UpstreamBroken, UpstreamPool, UpstreamResponse
 
 __all__ = [
@@ -81,6 +82,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 INVOKE = "invocations"
 STREAM = "invocations-response-stream"
+BIDI = "invocations-bidirectional-stream"
 SECRET_HEADER = "x-streamhost-instance-secret"
 _SECRET_HEADER = SECRET_HEADER.encode()
 # What the container said, echoed back; a 424's message quotes at most this much of it.
@@ -115,6 +117,12 @@ _NEW_SESSION = "x-amzn-sagemaker-new-session-id"
 _LMI_SESSION = "x-amzn-sagemaker-session-id"  # DJL/LMI containers answer a create with it
 _CLOSED_SESSION = "x-amzn-sagemaker-closed-session-id"
 _CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+_BIDI_ERRORS = {
+    "ValidationError": "InputValidationError",
+    "ServiceUnavailable": "ServiceUnavailableError",
+    "ThrottlingException": "ServiceUnavailableError",
+    "InternalFailure": "InternalServerError",
+}
 
 
 @dataclass(frozen=True)
@@ -131,12 +139,13 @@ class RuntimeSettings:
 
 
 def parse_runtime_path(raw_path: str) -> tuple[str, str] | None:
-    """(endpoint name, `invocations` | `invocations-response-stream`) of a request path
-    as sent (percent-encoding intact), or None if it is not a runtime route."""
+    """(endpoint name, `invocations` | `invocations-response-stream` |
+    `invocations-bidirectional-stream`) of a request path as sent (percent-encoding
+    intact), or None if it is not a runtime route."""
     if not raw_path.startswith(_ENDPOINTS):
         return None
     name, slash, operation = raw_path[len(_ENDPOINTS) :].partition("/")
-    if not name or not slash or operation not in (INVOKE, STREAM):
+    if not name or not slash or operation not in (INVOKE, STREAM, BIDI):
         return None
     return unquote(name), operation
 
@@ -313,6 +322,37 @@ class RuntimePlane:
                 relay.watcher.cancel()
             if relay.instance is not None and self.metrics is not None:
                 self._measure(endpoint, relay)
+
+    async def bidirectional(
+        self,
+        receive: Receive,
+        send: Send,
+        endpoint: str,
+        headers: dict[str, str],
+        chain: EventChain | None,
+    ) -> None:
+        """Serve one InvokeEndpointWithBidirectionalStream whose head is authenticated;
+        `chain` checks its events' signatures (None: authentication is off)."""
+        request_id = new_request_id()
+        started = False
+
+        async def start_then_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await bidi.relay(self, receive, start_then_send, endpoint, headers, chain, request_id)
+        except AwsError as error:
+            if not started:
+                # SageMaker Runtime HTTP2 models its own error names (AWS's client reads
+                # only those; others reach its caller as an unknown error).
+                code = _BIDI_ERRORS.get(error.code, error.code)
+                await send_error(send, AwsError(code, error.message, error.status), request_id)
+        except Exception:
+            log.exception("bidirectional stream %s to endpoint %s failed", request_id, endpoint)
+            if not started:
+                await send_error(send, errors.internal_failure(), request_id)
 
     def _measure(self, endpoint: str, relay: _Relay) -> None:
         """Record a request the model got in the endpoint's metrics."""

@@ -57,6 +57,9 @@ class GatewaySettings:
     account: str = "123456789012"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The HTTP/2 listener (TLS with ALPN, as AWS's bidirectional-streaming clients need):
+    # on with a certificate; None: off.
+    http2_port: int | None = None
     stream_timeout: float = 600.0
     idle_timeout: float = 60.0
     invoke_timeout: float = 60.0
@@ -101,6 +104,14 @@ class GatewaySettings:
         scheme = "https" if self.tls_cert else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def http2_url(self) -> str | None:
+        """The HTTP/2 listener's base URL (None: it is off)."""
+        if self.http2_port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.http2_port}"
 
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:
@@ -150,6 +161,7 @@ def build_settings(
     account: str = "123456789012",
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    http2_port: int = 8443,
     no_auth: bool = False,
     insecure: bool = False,
     stream_timeout: float = 600.0,
@@ -183,6 +195,8 @@ def build_settings(
             raise SettingsError(f"{name} must be positive, got {value:g}")
     if bool(tls_cert) != bool(tls_key):
         raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
+    if not 0 <= http2_port <= 65535:
+        raise SettingsError(f"--http2-port must be between 0 and 65535, got {http2_port}")
     for name, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if value and not Path(value).expanduser().is_file():
             raise SettingsError(f"{name} {value} is not a file")
@@ -227,6 +241,7 @@ def build_settings(
         account=account,
         tls_cert=Path(tls_cert).expanduser() if tls_cert else None,
         tls_key=Path(tls_key).expanduser() if tls_key else None,
+        http2_port=http2_port if tls_cert else None,
         stream_timeout=stream_timeout,
         idle_timeout=idle_timeout,
         request_timeout=request_timeout,

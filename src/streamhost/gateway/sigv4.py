@@ -37,12 +37,15 @@ from streamhost.gateway.errors import AwsError
 __all__ = [
     "ALGORITHM",
     "DEFAULT_MAX_SKEW",
+    "EVENT_STREAM_PAYLOAD",
     "SERVICE",
     "BotocoreUnsupported",
     "ClockSkewException",
     "CredentialConflict",
     "CredentialStore",
     "CredentialsFileError",
+    "EventChain",
+    "EventSigner",
     "IncompleteSignatureException",
     "InvalidSignatureException",
     "MissingAuthenticationTokenException",
@@ -52,7 +55,9 @@ __all__ = [
     "StoredCredential",
     "UnrecognizedClientException",
     "check_botocore",
+    "event_signature",
     "verify",
+    "verify_event_stream",
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -276,6 +281,73 @@ def verify(
     ``lowercased``: ``headers`` is a dict whose names are lower-case already, a repeated
     header's values joined with commas (the copy that would make it so is skipped).
     """
+    principal, _, _ = _verify(
+        method,
+        url_path_with_query,
+        headers,
+        body,
+        store=store,
+        now=now,
+        max_skew=max_skew,
+        service=service,
+        allow_unsigned_payload=allow_unsigned_payload,
+        lowercased=lowercased,
+        events=False,
+    )
+    return principal
+
+
+def verify_event_stream(
+    method: str,
+    url_path_with_query: str,
+    headers: Mapping[str, str],
+    *,
+    store: CredentialStore,
+    now: datetime | None = None,
+    max_skew: timedelta | float = DEFAULT_MAX_SKEW,
+    service: str | None = SERVICE,
+    lowercased: bool = False,
+) -> EventChain:
+    """Check the head of a request whose body is a stream of signed events
+    (``x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-EVENTS``, as AWS's HTTP/2 streaming
+    clients send it); the returned chain then checks each event as it arrives."""
+    header_map = headers if lowercased else _lowercase_headers(headers)
+    if header_map.get("x-amz-content-sha256", "").strip() != EVENT_STREAM_PAYLOAD:
+        raise PayloadHashMismatchException(
+            "This operation takes a stream of signed events: sign it with "
+            f"'x-amz-content-sha256: {EVENT_STREAM_PAYLOAD}'."
+        )
+    principal, signer, signature = _verify(
+        method,
+        url_path_with_query,
+        header_map,
+        b"",
+        store=store,
+        now=now,
+        max_skew=max_skew,
+        service=service,
+        allow_unsigned_payload=False,
+        lowercased=True,
+        events=True,
+    )
+    return EventChain(signer, signature, principal.region, principal.service, max_skew)
+
+
+def _verify(
+    method: str,
+    url_path_with_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    store: CredentialStore,
+    now: datetime | None,
+    max_skew: timedelta | float,
+    service: str | None,
+    allow_unsigned_payload: bool,
+    lowercased: bool,
+    events: bool,
+) -> tuple[Principal, _ClientSigner, str]:
+    """`verify`, also giving the signer and the signature (an event stream's seed)."""
     header_map = headers if lowercased else _lowercase_headers(headers)
     authorization_value = header_map.get("authorization", "").strip()
     if not authorization_value:
@@ -286,7 +358,7 @@ def verify(
     _check_scope(authorization, signed, timestamp, service)
     credential = _credential(store, authorization.access_key_id, header_map)
     declared_hash = header_map.get("x-amz-content-sha256")
-    if declared_hash is not None:  # boto3 sends none: the body is hashed into the signature
+    if declared_hash is not None and not events:  # boto3 sends none: the body is hashed in
         _check_payload_hash(declared_hash, body, allow_unsigned_payload)
 
     signer = store._signer(credential, authorization.service, authorization.region)
@@ -301,13 +373,113 @@ def verify(
             f"The Canonical String for this request should have been\n'{canonical_request}'\n\n"
             f"The String-to-Sign should have been\n'{string_to_sign}'\n"
         )
-    return Principal(
+    principal = Principal(
         access_key_id=credential.access_key_id,
         profile=credential.profile,
         region=authorization.region,
         service=authorization.service,
         # Within the clock window by now, so any platform's fromtimestamp takes it.
         signed_at=datetime.fromtimestamp(signed, timezone.utc),
+    )
+    return principal, signer, signature
+
+
+# -- signed events ------------------------------------------------------------------------
+# AWS's HTTP/2 streaming clients sign each event of the request body: the event travels as
+# the payload of an outer message whose headers are `:date` (a timestamp) and
+# `:chunk-signature` (32 bytes), the HMAC-SHA256, with the day's signing key, of
+#   AWS4-HMAC-SHA256-PAYLOAD \n <date as 20240101T000000Z> \n <date>/<region>/<service>/aws4_request
+#   \n <the signature before, hex> \n <hex SHA-256 of the encoded :date header>
+#   \n <hex SHA-256 of the payload>
+# where the signature before the first event is the request's own. The last event is an
+# outer message with an empty payload. (aws_sdk_signers.AsyncEventSigner signs so; the tests
+# check this against it.)
+
+EVENT_STREAM_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
+EVENT_ALGORITHM = "AWS4-HMAC-SHA256-PAYLOAD"
+
+
+def event_signature(
+    signing_key: bytes, stamp: str, scope: str, prior: str, date_header: bytes, payload: bytes
+) -> bytes:
+    """One event's signature: `stamp` its date as SigV4 writes it, `prior` the signature
+    before it (hex), `date_header` its encoded `:date` header."""
+    string_to_sign = "\n".join(
+        (
+            EVENT_ALGORITHM,
+            stamp,
+            scope,
+            prior,
+            hashlib.sha256(date_header).hexdigest(),
+            hashlib.sha256(payload).hexdigest(),
+        )
+    )
+    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).digest()
+
+
+class EventChain:
+    """The running check of a request's signed events, seeded by its verified signature."""
+
+    def __init__(
+        self,
+        signer: _ClientSigner,
+        seed: str,
+        region: str,
+        service: str,
+        max_skew: timedelta | float = DEFAULT_MAX_SKEW,
+    ) -> None:
+        self._signer = signer
+        self.prior = seed
+        self._region = region
+        self._service = service
+        self._max_skew = max_skew
+
+    def verify(
+        self, date_millis: int, signature: bytes, payload: bytes, now: datetime | None = None
+    ) -> None:
+        """Check the next event (its `:date` in milliseconds, its `:chunk-signature`, its
+        payload: the encoded inner event, or b"" for the last); it becomes the prior one."""
+        _check_clock(date_millis / 1000, now, self._max_skew)
+        moment = _EPOCH + timedelta(milliseconds=date_millis)
+        expected = _signed_event(self._signer, moment, self.prior, payload)
+        if not hmac.compare_digest(expected, signature):
+            raise InvalidSignatureException(
+                "The event's signature does not match: it was not signed with the request's "
+                "key, or not in order after the event before it."
+            )
+        self.prior = expected.hex()
+
+
+class EventSigner:
+    """The client side of `EventChain`: signs events as AWS's clients do, chained from the
+    request's signature (`seed`, hex)."""
+
+    def __init__(self, access_key_id: str, secret_access_key: str, region: str, seed: str) -> None:
+        self._signer = _ClientSigner(Credentials(access_key_id, secret_access_key), SERVICE, region)
+        self.prior = seed
+
+    def sign(self, payload: bytes, now: datetime | None = None) -> bytes:
+        """The signed message wrapping `payload` (an encoded event, or b"" for the last)."""
+        from streamhost.gateway.eventstream import encode_message
+
+        moment = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+        signature = _signed_event(self._signer, moment, self.prior, payload)
+        self.prior = signature.hex()
+        return encode_message({":date": moment, ":chunk-signature": signature}, payload)
+
+
+def _signed_event(signer: _ClientSigner, moment: datetime, prior: str, payload: bytes) -> bytes:
+    from streamhost.gateway.eventstream import encode_headers
+
+    stamp = moment.strftime(SIGV4_TIMESTAMP)
+    day = stamp[:8]
+    return event_signature(
+        signer.signing_key(day),
+        stamp,
+        f"{day}/{signer._region_name}/{signer._service_name}/{SCOPE_TERMINATOR}",
+        prior,
+        encode_headers({":date": moment}),
+        payload,
     )
 
 
@@ -645,6 +817,14 @@ class _ClientSigner(SigV4Auth):
         # botocore's payload hash for a body that arrived whole over plain HTTP (the
         # placeholder origin), without its checks for streamed or unsigned-over-TLS bodies.
         return hashlib.sha256(request.body).hexdigest() if request.body else EMPTY_SHA256_HASH
+
+    def signing_key(self, day: str) -> bytes:
+        """The day's signing key (`day` as 20240101), derived as botocore's `signature`
+        derives it, through the kept `_sign` below."""
+        key = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+        for part in (self._region_name, self._service_name, SCOPE_TERMINATOR):
+            key = self._sign(key, part)
+        return key
 
     def _normalize_url_path(self, path: str) -> str:
         normalized = self._paths.get(path)

@@ -7,14 +7,15 @@ shape to the API that reads it), ``/info``, ``/metrics``, ``/openapi.json`` and 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from streamhost import __version__
-from streamhost.server import lmi, openai, tgi
+from streamhost.server import bidi, lmi, openai, tgi
 from streamhost.server.guard import guarded
 from streamhost.server.http import HTTPError, json_response, read_body
 from streamhost.server.metrics import render
@@ -159,10 +160,21 @@ def session_request(body: dict[str, Any], request: Request) -> Response:
     raise HTTPError(400, f"unknown requestType {kind!r}: expected NEW_SESSION or CLOSE", "session")
 
 
-def routes(api: str) -> list[Route]:
-    """The container's routes; ``/invocations`` answers errors in the personality's form."""
-    errors = {"lmi": lmi.error_response, "vllm": openai.error_response}.get(api, tgi.error_response)
+def _errors(api: str) -> Callable[[HTTPError], Response]:
+    return {"lmi": lmi.error_response, "vllm": openai.error_response}.get(api, tgi.error_response)
+
+
+async def answer_turn(request: Request) -> Response:
+    """A bidirectional stream's turn, run as ``/invocations`` runs a request (``bidi.py``)."""
+    return await guarded(invocations, _errors(server_of(request).config.api))(request)
+
+
+def routes(api: str) -> list[BaseRoute]:
+    """The container's routes; ``/invocations`` answers errors in the personality's form,
+    and its bidirectional stream is a WebSocket beside it."""
+    errors = _errors(api)
     return [
+        *bidi.routes,
         Route("/ping", ping, methods=["GET"]),
         Route("/health", ping, methods=["GET"]),
         Route("/info", info, methods=["GET"]),

@@ -12,7 +12,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 
 from streamhost.engine import EngineError
@@ -35,9 +35,9 @@ def guarded(handler: Handler, render_error: ErrorRenderer) -> Handler:
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
-        refusal = _refusal(request)
-        if refusal is not None:
-            return refusal
+        refused = refusal(request)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except HTTPError as exc:
@@ -55,8 +55,9 @@ def guarded(handler: Handler, render_error: ErrorRenderer) -> Handler:
     return endpoint
 
 
-def _refusal(request: Request) -> Response | None:
-    """403 without the gateway's instance secret, 401 without the API key (as TGI answers)."""
+def refusal(request: HTTPConnection) -> Response | None:
+    """403 without the gateway's instance secret, 401 without the API key (as TGI answers);
+    None: the caller may go on (a request, or a WebSocket before it is accepted)."""
     config = server_of(request).config
     secret = config.instance_secret
     if secret is not None and not hmac.compare_digest(

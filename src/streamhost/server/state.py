@@ -29,6 +29,8 @@ from streamhost.server.sessions import SESSION_HEADER, Session, SessionError, Se
 
 log = logging.getLogger("streamhost.server")
 
+CONVERSATION = "streamhost.conversation"  # the scope key of a bidirectional stream's session
+
 
 class ModelServer:
     """Holds the engine, sessions and counters behind the HTTP routes."""
@@ -109,7 +111,11 @@ class ModelServer:
             raise
 
     def session_for(self, request: Request) -> Session | None:
-        """The session named by the request's session header, if any."""
+        """The session named by the request's session header, if any; a turn of a
+        bidirectional stream carries its conversation's (``server/bidi.py``)."""
+        conversation = request.scope.get(CONVERSATION)
+        if conversation is not None:
+            return conversation
         header = request.headers.get(SESSION_HEADER)
         if not header:
             return None
