@@ -4,9 +4,14 @@ session on the endpoint)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import queue
 import re
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TextIO
@@ -185,12 +190,108 @@ class _Conversation:
             close_session(self.smr, self.info.name, self.session)
 
 
+class _BidiConversation(_Conversation):
+    """One terminal conversation on one bidirectional stream (``--bidi``): the model server
+    keeps the history for the stream's life, and Ctrl-C interrupts the answer on it. The
+    stream lives on an event loop of its own thread; the terminal stays synchronous."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        info: EndpointInfo,
+        parameters: GenerationParameters,
+        out: TextIO,
+        err: TextIO,
+    ) -> None:
+        self.gateway_url, self.info, self.parameters = gateway_url, info, parameters
+        self.out, self.err = out, err
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.stream = self._open()
+        self.first = True
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _open(self) -> Any:
+        from streamhost.client.bidi import open_bidi_stream
+
+        return self._run(
+            open_bidi_stream(
+                self.info.name, self.gateway_url, ca_file=os.environ.get("AWS_CA_BUNDLE")
+            )
+        )
+
+    def ask(self, message: str) -> None:
+        """Send one turn on the stream and print the answer as it streams."""
+        body = request_body(self.info.api, turn_prompt(message, first=self.first), self.parameters)
+        self.out.write("bot> ")
+        self.out.flush()
+        started = time.perf_counter()
+        pieces: queue.Queue[Any] = queue.Queue()
+
+        async def answer() -> None:
+            try:
+                await self.stream.send(body.decode())
+                async for text in self.stream.answer_text():
+                    pieces.put(text)
+            except Exception as error:
+                pieces.put(error)
+            pieces.put(None)
+
+        asyncio.run_coroutine_threadsafe(answer(), self._loop)
+        first: float | None = None
+        tokens, stopped = 0, False
+        while True:
+            try:
+                piece = pieces.get()
+            except KeyboardInterrupt:
+                if not stopped:
+                    stopped = True
+                    self._run(self.stream.interrupt())
+                continue
+            if piece is None:
+                break
+            if isinstance(piece, Exception):
+                self.out.write("\n")
+                raise piece
+            if first is None:
+                first = time.perf_counter() - started
+            tokens += 1
+            self.out.write(piece)
+            self.out.flush()
+        self.out.write("\n")
+        spent = time.perf_counter() - started
+        rate = (
+            tokens / (spent - first) if first is not None and spent > first and tokens > 1 else None
+        )
+        note = " · stopped" if stopped else ""
+        self.err.write(_stats(first, tokens, rate) + note + "\n")
+        self.err.flush()
+        if not stopped:
+            self.first = False
+
+    def restart(self) -> None:
+        """End this stream (the model server forgets it) and open a new one."""
+        self._run(self.stream.aclose())
+        self.stream, self.first = self._open(), True
+
+    def close(self) -> None:
+        """End the stream and its thread."""
+        with contextlib.suppress(Exception):
+            self._run(self.stream.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
 def run_chat(
     gateway_url: str,
     endpoint: str,
     *,
     parameters: GenerationParameters = GenerationParameters(),
     api: str = "auto",
+    bidi: bool = False,
     read: Callable[[str], str] = input,
     out: TextIO | None = None,
     err: TextIO | None = None,
@@ -202,12 +303,17 @@ def run_chat(
     here, never sent: ``/help`` lists them, ``/new`` starts over, ``/exit`` (or end of
     input) leaves and closes the session, any other is unknown. Ctrl-C stops an answer; an
     answer stopped early is not remembered by the session (the server keeps finished turns
-    only).
+    only). ``bidi``: the conversation is one bidirectional stream instead of a session
+    (InvokeEndpointWithBidirectionalStream); Ctrl-C interrupts the answer on it.
     """
     out, err = out or sys.stdout, err or sys.stderr
     sm, smr = control_client(gateway_url), invocation_client(gateway_url)
     info = _ready_endpoint(sm, endpoint, api)
-    conversation = _Conversation(smr, info, parameters, out, err)
+    conversation = (
+        _BidiConversation(gateway_url, info, parameters, out, err)
+        if bidi
+        else _Conversation(smr, info, parameters, out, err)
+    )
     err.write(
         f"Chatting with {endpoint} ({info.api.upper()} API). /help lists the commands, "
         "/exit leaves.\n"

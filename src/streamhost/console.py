@@ -256,7 +256,9 @@ def _invoke(args: argparse.Namespace, gateway_url: str) -> int:
 
 
 def _chat(args: argparse.Namespace, gateway_url: str) -> int:
-    return run_chat(gateway_url, args.name, parameters=_parameters(args), api=args.api)
+    return run_chat(
+        gateway_url, args.name, parameters=_parameters(args), api=args.api, bidi=args.bidi
+    )
 
 
 def _ui(args: argparse.Namespace, gateway_url: str) -> int:
@@ -409,9 +411,16 @@ def _add_chat(subparsers: Any, common: list[argparse.ArgumentParser]) -> None:
             "endpoint. /help lists the commands, /new starts over, /exit leaves; Ctrl-C "
             "stops an answer."
         ),
-        epilog="Example: streamhost chat default --max-new-tokens 200",
+        epilog="Examples:\n  streamhost chat default --max-new-tokens 200\n  streamhost chat default --bidi",
     )
     parser.add_argument("name", help="endpoint name")
+    parser.add_argument(
+        "--bidi",
+        action="store_true",
+        help="hold the conversation on one bidirectional stream "
+        "(InvokeEndpointWithBidirectionalStream) instead of a stateful session; "
+        "Ctrl-C interrupts the answer on the stream",
+    )
     _generation_options(parser)
     parser.set_defaults(func=gateway_command("chat", _chat))
 

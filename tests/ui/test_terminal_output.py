@@ -292,3 +292,23 @@ def test_make_run_passes_both_ports() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "streamhost up --port 9001 --ui-port 9002" in done.stdout
+
+
+def test_chat_over_one_bidirectional_stream(
+    gateway_home: GatewayProcess, slow_endpoint: str
+) -> None:
+    lines = iter(["first", "second", "/new", "third", "/exit"])
+    out, err = io.StringIO(), io.StringIO()
+    status = run_chat(
+        gateway_home.url,
+        slow_endpoint,
+        parameters=GenerationParameters(max_new_tokens=3),
+        bidi=True,
+        read=lambda _prompt: next(lines),
+        out=out,
+        err=err,
+    )
+    assert status == 0
+    assert out.getvalue().count("bot> 0 1 2 \n") == 3
+    assert err.getvalue().count("TTFT") == 3 and "3 tokens" in err.getvalue()
+    assert "(new conversation)" in err.getvalue()

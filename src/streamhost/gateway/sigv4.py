@@ -462,7 +462,8 @@ class EventSigner:
         """The signed message wrapping `payload` (an encoded event, or b"" for the last)."""
         from streamhost.gateway.eventstream import encode_message
 
-        moment = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+        moment = now or datetime.now(timezone.utc)
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # :date's unit
         signature = _signed_event(self._signer, moment, self.prior, payload)
         self.prior = signature.hex()
         return encode_message({":date": moment, ":chunk-signature": signature}, payload)
