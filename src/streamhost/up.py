@@ -263,6 +263,10 @@ def _banner(
         "for text in stream_text(response):",
         '    print(text, end="", flush=True)',
         "",
+        f"A conversation on one bidirectional stream: streamhost chat {spec.name} --bidi",
+        "(AWS's HTTP/2 client needs streamhost gateway --tls-cert/--tls-key: "
+        "docs/bidirectional.md).",
+        "",
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)

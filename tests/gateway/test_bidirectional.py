@@ -72,13 +72,15 @@ def bidi_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
     assert "Traceback" not in gateway.log_text(), gateway.log_text()
 
 
-def driver(gateway: GatewayProcess, scenario: str, arg: str = "") -> list[str]:
+def driver(
+    gateway: GatewayProcess, scenario: str, arg: str = "", endpoint: str = ENDPOINT
+) -> list[str]:
     """The command that runs one scenario of AWS's client against the HTTP/2 listener."""
     if not AWS_PYTHON.exists():
         pytest.skip(f"AWS's bidirectional client is not installed ({AWS_PYTHON}): run make test")
     url = gateway.http2_url  # type: ignore[attr-defined]
     assert gateway.ca_file is not None
-    where = [url, ENDPOINT, gateway.ca_file, ACCESS_KEY, SECRET_KEY]
+    where = [url, endpoint, gateway.ca_file, ACCESS_KEY, SECRET_KEY]
     return [str(AWS_PYTHON), str(DRIVER), scenario, *where, arg]
 
 
@@ -86,7 +88,7 @@ def aws_client(gateway: GatewayProcess, scenario: str, arg: str = "", **run: Any
     """Run one scenario of AWS's client; its result (`check=False`: a failed run gives
     {"error": the exception's name})."""
     completed = subprocess.run(
-        driver(gateway, scenario, arg),
+        driver(gateway, scenario, arg, run.get("endpoint", ENDPOINT)),
         capture_output=True,
         text=True,
         timeout=run.get("timeout", 120),
@@ -158,6 +160,11 @@ def test_an_event_not_signed_in_the_chain_is_refused(bidi_gateway, scenario):
 def test_a_request_signed_with_the_wrong_key_is_refused(bidi_gateway):
     result = aws_client(bidi_gateway, "refused")
     assert "signature" in json.dumps(result).lower(), result
+
+
+def test_an_unknown_endpoint_is_the_modelled_input_validation_error(bidi_gateway):
+    result = aws_client(bidi_gateway, "conversation", endpoint="nope", check=False)
+    assert result == {"error": "InputValidationError"}
 
 
 def test_a_slow_reader_gets_every_part_in_order(bidi_gateway):

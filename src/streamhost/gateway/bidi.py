@@ -409,12 +409,15 @@ async def _forward_output(
         frames = socket.take()
         if frames:
             state.awaiting = None
-        for frame in frames:
-            if frame.opcode is not Opcode.CONT:
-                text = frame.opcode is Opcode.TEXT
-            await send(
-                {"type": "http.response.body", "body": part_event(frame, text), "more_body": True}
-            )
+        if frames:
+            # One event per frame; the frames that came while the last send waited go out
+            # in one write.
+            events = []
+            for frame in frames:
+                if frame.opcode is not Opcode.CONT:
+                    text = frame.opcode is Opcode.TEXT
+                events.append(part_event(frame, text))
+            await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
         if socket.closed is not None and not socket.frames:
             if state.gone:
                 return None
