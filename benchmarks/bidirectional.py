@@ -46,9 +46,9 @@ from streamhost.bench.relay import (
     deploy,
     gateway_process,
 )
-from streamhost.gateway.eventstream import encode_message
+from streamhost.client.eventencode import encode_message
+from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, EventSigner
 from streamhost.gateway.settings import sqlite_url
-from streamhost.gateway.sigv4 import EVENT_STREAM_PAYLOAD, EventSigner
 from streamhost.gateway.store import Store
 
 PATH = "/invocations-bidirectional-stream"

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from botocore.eventstream import EventStreamBuffer
 
+from streamhost.client.eventencode import encode_message
+from streamhost.client.eventsign import EventSigner
 from streamhost.gateway.bidi import InputEvents, InputRejected
-from streamhost.gateway.eventstream import encode_message
 from streamhost.gateway.sigv4 import (
     CredentialStore,
-    EventSigner,
+    EventChain,
     InvalidSignatureException,
     verify_event_stream,
 )
@@ -79,9 +80,7 @@ def aws_signed(payloads: list[bytes]) -> list[bytes]:
 def chain():
     store = CredentialStore({"AKIDSTREAMHOSTTEST": SECRET})
     signer = store._signer(store.lookup("AKIDSTREAMHOSTTEST"), "sagemaker", "us-east-1")
-    from streamhost.gateway.sigv4 import EventChain
-
-    return EventChain(signer, SEED, "us-east-1", "sagemaker")
+    return EventChain(signer, SEED)
 
 
 PAYLOADS = [part('{"inputs": "Hel', "PARTIAL"), part('lo"}'), part("\u00e9t\u00e9 \U0001f600"), b""]

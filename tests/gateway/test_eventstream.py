@@ -19,8 +19,8 @@ from botocore.exceptions import EventStreamError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamhost.gateway import eventstream
-from streamhost.gateway.eventstream import (
+from streamhost.client import eventencode
+from streamhost.client.eventencode import (
     CONTENT_TYPE,
     MAX_PAYLOAD_LENGTH,
     HeaderNameTooLong,
@@ -159,10 +159,10 @@ def test_every_header_type_round_trips_through_botocore():
 
 def test_integer_wrappers_choose_the_wire_type():
     # name length 1 + "a", then the type tag.
-    assert encode_headers({"a": Int8(1)})[2] == eventstream.HeaderType.INT8
-    assert encode_headers({"a": Int16(1)})[2] == eventstream.HeaderType.INT16
-    assert encode_headers({"a": 1})[2] == eventstream.HeaderType.INT32
-    assert encode_headers({"a": Int64(1)})[2] == eventstream.HeaderType.INT64
+    assert encode_headers({"a": Int8(1)})[2] == eventencode.HeaderType.INT8
+    assert encode_headers({"a": Int16(1)})[2] == eventencode.HeaderType.INT16
+    assert encode_headers({"a": 1})[2] == eventencode.HeaderType.INT32
+    assert encode_headers({"a": Int64(1)})[2] == eventencode.HeaderType.INT64
 
 
 header_values = st.one_of(

@@ -12,7 +12,7 @@ request body (aiohttp), which the gateway serves on its usual port::
             print(text, end="", flush=True)
         await stream.interrupt()  # barge in on the answer being generated
 
-Each event is signed as AWS's clients sign them (`sigv4.EventSigner`), chained from the request's
+Each event is signed as AWS's clients sign them (`eventsign.EventSigner`), chained from the request's
 SigV4 signature, with the credentials ``load_credentials`` finds. An answer arrives as
 ``PayloadPart`` events, one per token event of the container's API, its last one
 ``COMPLETE``; `answer_text` turns them into text with the same decoders as `stream_text`.
@@ -35,9 +35,9 @@ from botocore.eventstream import EventStreamBuffer
 
 from streamhost.client.boto import load_credentials
 from streamhost.client.errors import InternalStreamFailure, ModelStreamError, StreamError
+from streamhost.client.eventencode import stream_part
+from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, EventSigner
 from streamhost.client.stream import StreamDecoder
-from streamhost.gateway.eventstream import encode_message
-from streamhost.gateway.sigv4 import EVENT_STREAM_PAYLOAD, EventSigner
 
 __all__ = ["BidiPart", "BidiStream", "open_bidi_stream"]
 
@@ -56,19 +56,6 @@ class BidiPart:
 
     def __repr__(self) -> str:
         return f"BidiPart({self.data!r}, text={self.text}, complete={self.complete})"
-
-
-def _part_message(data: bytes, text: bool, complete: bool) -> bytes:
-    return encode_message(
-        {
-            ":message-type": "event",
-            ":event-type": "PayloadPart",
-            ":content-type": "application/octet-stream",
-            "DataType": "UTF8" if text else "BINARY",
-            "CompletionState": "COMPLETE" if complete else "PARTIAL",
-        },
-        data,
-    )
 
 
 class BidiStream:
@@ -115,7 +102,7 @@ class BidiStream:
             raise RuntimeError("the stream's input has ended")
         text = isinstance(data, str)
         raw = data.encode() if isinstance(data, str) else data
-        self._write(_part_message(raw, text, complete))
+        self._write(stream_part(raw, text, complete))
 
     async def interrupt(self) -> None:
         """Ask the model server to stop the answer it is generating."""

@@ -39,13 +39,14 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from . import errors
-from .eventstream import (
+from streamhost.client.eventencode import (
     MODEL_INVOCATION_TIME_EXCEEDED,
     STREAM_BROKEN,
     model_stream_error,
     stream_part,
 )
+
+from . import errors
 from .router import Instance
 from .sigv4 import EventChain, SigV4Error
 

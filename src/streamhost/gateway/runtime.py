@@ -40,19 +40,18 @@ from urllib.parse import unquote
 
 import orjson
 
-from ..uvicorn_http import send_now
-from . import bidi, errors
-from .errors import AwsError, ModelError
-from .eventstream import (
-    CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE,
-)
-from .eventstream import (
+from streamhost.client.eventencode import CONTENT_TYPE as EVENTSTREAM_CONTENT_TYPE
+from streamhost.client.eventencode import (
     MODEL_INVOCATION_TIME_EXCEEDED,
     STREAM_BROKEN,
     internal_stream_failure,
     model_stream_error,
     payload_part,
 )
+
+from ..uvicorn_http import send_now
+from . import bidi, errors
+from .errors import AwsError, ModelError
 from .metrics import Metrics
 from .router import (
     NEW_SESSION,

@@ -32,12 +32,12 @@ import botocore
 from botocore.auth import EMPTY_SHA256_HASH, SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth
 from botocore.credentials import Credentials
 
+from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, event_signature
 from streamhost.gateway.errors import AwsError
 
 __all__ = [
     "ALGORITHM",
     "DEFAULT_MAX_SKEW",
-    "EVENT_STREAM_PAYLOAD",
     "SERVICE",
     "BotocoreUnsupported",
     "ClockSkewException",
@@ -45,7 +45,6 @@ __all__ = [
     "CredentialStore",
     "CredentialsFileError",
     "EventChain",
-    "EventSigner",
     "IncompleteSignatureException",
     "InvalidSignatureException",
     "MissingAuthenticationTokenException",
@@ -55,7 +54,6 @@ __all__ = [
     "StoredCredential",
     "UnrecognizedClientException",
     "check_botocore",
-    "event_signature",
     "verify",
     "verify_event_stream",
 ]
@@ -317,7 +315,7 @@ def verify_event_stream(
             "This operation takes a stream of signed events: sign it with "
             f"'x-amz-content-sha256: {EVENT_STREAM_PAYLOAD}'."
         )
-    principal, signer, signature = _verify(
+    _, signer, signature = _verify(
         method,
         url_path_with_query,
         header_map,
@@ -330,7 +328,7 @@ def verify_event_stream(
         lowercased=True,
         events=True,
     )
-    return EventChain(signer, signature, principal.region, principal.service, max_skew)
+    return EventChain(signer, signature, max_skew)
 
 
 def _verify(
@@ -385,53 +383,18 @@ def _verify(
 
 
 # -- signed events ------------------------------------------------------------------------
-# AWS's HTTP/2 streaming clients sign each event of the request body: the event travels as
-# the payload of an outer message whose headers are `:date` (a timestamp) and
-# `:chunk-signature` (32 bytes), the HMAC-SHA256, with the day's signing key, of
-#   AWS4-HMAC-SHA256-PAYLOAD \n <date as 20240101T000000Z> \n <date>/<region>/<service>/aws4_request
-#   \n <the signature before, hex> \n <hex SHA-256 of the encoded :date header>
-#   \n <hex SHA-256 of the payload>
-# where the signature before the first event is the request's own. The last event is an
-# outer message with an empty payload. (aws_sdk_signers.AsyncEventSigner signs so; the tests
-# check this against it.)
-
-EVENT_STREAM_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
-EVENT_ALGORITHM = "AWS4-HMAC-SHA256-PAYLOAD"
-
-
-def event_signature(
-    signing_key: bytes, stamp: str, scope: str, prior: str, date_header: bytes, payload: bytes
-) -> bytes:
-    """One event's signature: `stamp` its date as SigV4 writes it, `prior` the signature
-    before it (hex), `date_header` its encoded `:date` header."""
-    string_to_sign = "\n".join(
-        (
-            EVENT_ALGORITHM,
-            stamp,
-            scope,
-            prior,
-            hashlib.sha256(date_header).hexdigest(),
-            hashlib.sha256(payload).hexdigest(),
-        )
-    )
-    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).digest()
+# A bidirectional stream's events are signed one by one, chained from the request's
+# signature: `streamhost.client.eventsign` holds the computation, shared with the client.
 
 
 class EventChain:
     """The running check of a request's signed events, seeded by its verified signature."""
 
     def __init__(
-        self,
-        signer: _ClientSigner,
-        seed: str,
-        region: str,
-        service: str,
-        max_skew: timedelta | float = DEFAULT_MAX_SKEW,
+        self, signer: _ClientSigner, seed: str, max_skew: timedelta | float = DEFAULT_MAX_SKEW
     ) -> None:
         self._signer = signer
         self.prior = seed
-        self._region = region
-        self._service = service
         self._max_skew = max_skew
 
     def verify(
@@ -441,47 +404,13 @@ class EventChain:
         payload: the encoded inner event, or b"" for the last); it becomes the prior one."""
         _check_clock(date_millis / 1000, now, self._max_skew)
         moment = _EPOCH + timedelta(milliseconds=date_millis)
-        expected = _signed_event(self._signer, moment, self.prior, payload)
+        expected = event_signature(self._signer, moment, self.prior, payload)
         if not hmac.compare_digest(expected, signature):
             raise InvalidSignatureException(
                 "The event's signature does not match: it was not signed with the request's "
                 "key, or not in order after the event before it."
             )
         self.prior = expected.hex()
-
-
-class EventSigner:
-    """The client side of `EventChain`: signs events as AWS's clients do, chained from the
-    request's signature (`seed`, hex)."""
-
-    def __init__(self, access_key_id: str, secret_access_key: str, region: str, seed: str) -> None:
-        self._signer = _ClientSigner(Credentials(access_key_id, secret_access_key), SERVICE, region)
-        self.prior = seed
-
-    def sign(self, payload: bytes, now: datetime | None = None) -> bytes:
-        """The signed message wrapping `payload` (an encoded event, or b"" for the last)."""
-        from streamhost.gateway.eventstream import encode_message
-
-        moment = now or datetime.now(timezone.utc)
-        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # :date's unit
-        signature = _signed_event(self._signer, moment, self.prior, payload)
-        self.prior = signature.hex()
-        return encode_message({":date": moment, ":chunk-signature": signature}, payload)
-
-
-def _signed_event(signer: _ClientSigner, moment: datetime, prior: str, payload: bytes) -> bytes:
-    from streamhost.gateway.eventstream import encode_headers
-
-    stamp = moment.strftime(SIGV4_TIMESTAMP)
-    day = stamp[:8]
-    return event_signature(
-        signer.signing_key(day),
-        stamp,
-        f"{day}/{signer._region_name}/{signer._service_name}/{SCOPE_TERMINATOR}",
-        prior,
-        encode_headers({":date": moment}),
-        payload,
-    )
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -818,14 +747,6 @@ class _ClientSigner(SigV4Auth):
         # botocore's payload hash for a body that arrived whole over plain HTTP (the
         # placeholder origin), without its checks for streamed or unsigned-over-TLS bodies.
         return hashlib.sha256(request.body).hexdigest() if request.body else EMPTY_SHA256_HASH
-
-    def signing_key(self, day: str) -> bytes:
-        """The day's signing key (`day` as 20240101), derived as botocore's `signature`
-        derives it, through the kept `_sign` below."""
-        key = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
-        for part in (self._region_name, self._service_name, SCOPE_TERMINATOR):
-            key = self._sign(key, part)
-        return key
 
     def _normalize_url_path(self, path: str) -> str:
         normalized = self._paths.get(path)
