@@ -4,24 +4,21 @@ session on the endpoint)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import queue
 import re
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TextIO
 
 from streamhost.command import CommandError
+from streamhost.endpoints.bidi import BidiChannel, BidiGeneration
 from streamhost.endpoints.clients import control_client, invocation_client
 from streamhost.endpoints.conversation import turn_prompt
 from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
 from streamhost.endpoints.errors import describe_error, not_in_service
 from streamhost.endpoints.invocation import (
+    Generation,
     GenerationParameters,
     close_session,
     invoke,
@@ -61,7 +58,12 @@ def _stream_answer(
     session_id: str | None = None,
 ) -> bool:
     """Print the answer as it streams, then its timings on ``err``; False if Ctrl-C stopped it."""
-    generation = start_generation(smr, endpoint, body, session_id=session_id)
+    return _print_answer(start_generation(smr, endpoint, body, session_id=session_id), out, err)
+
+
+def _print_answer(generation: Generation | BidiGeneration, out: TextIO, err: TextIO) -> bool:
+    """`_stream_answer` from the generation on (a response stream's or a bidirectional
+    stream's answer)."""
     try:
         for text in generation:
             out.write(text)
@@ -192,8 +194,7 @@ class _Conversation:
 
 class _BidiConversation(_Conversation):
     """One terminal conversation on one bidirectional stream (``--bidi``): the model server
-    keeps the history for the stream's life, and Ctrl-C interrupts the answer on it. The
-    stream lives on an event loop of its own thread; the terminal stays synchronous."""
+    keeps the history for the stream's life, and Ctrl-C interrupts the answer on it."""
 
     def __init__(
         self,
@@ -205,84 +206,25 @@ class _BidiConversation(_Conversation):
     ) -> None:
         self.gateway_url, self.info, self.parameters = gateway_url, info, parameters
         self.out, self.err = out, err
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.stream = self._open()
+        self.channel = BidiChannel(gateway_url, info.name)
         self.first = True
-
-    def _run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def _open(self) -> Any:
-        from streamhost.client.bidi import open_bidi_stream
-
-        return self._run(
-            open_bidi_stream(
-                self.info.name, self.gateway_url, ca_file=os.environ.get("AWS_CA_BUNDLE")
-            )
-        )
 
     def ask(self, message: str) -> None:
         """Send one turn on the stream and print the answer as it streams."""
         body = request_body(self.info.api, turn_prompt(message, first=self.first), self.parameters)
         self.out.write("bot> ")
         self.out.flush()
-        started = time.perf_counter()
-        pieces: queue.Queue[Any] = queue.Queue()
-
-        async def answer() -> None:
-            try:
-                await self.stream.send(body.decode())
-                async for text in self.stream.answer_text():
-                    pieces.put(text)
-            except Exception as error:
-                pieces.put(error)
-            pieces.put(None)
-
-        asyncio.run_coroutine_threadsafe(answer(), self._loop)
-        first: float | None = None
-        tokens, stopped = 0, False
-        while True:
-            try:
-                piece = pieces.get()
-            except KeyboardInterrupt:
-                if not stopped:
-                    stopped = True
-                    self._run(self.stream.interrupt())
-                continue
-            if piece is None:
-                break
-            if isinstance(piece, Exception):
-                self.out.write("\n")
-                raise piece
-            if first is None:
-                first = time.perf_counter() - started
-            tokens += 1
-            self.out.write(piece)
-            self.out.flush()
-        self.out.write("\n")
-        spent = time.perf_counter() - started
-        rate = (
-            tokens / (spent - first) if first is not None and spent > first and tokens > 1 else None
-        )
-        note = " · stopped" if stopped else ""
-        self.err.write(_stats(first, tokens, rate) + note + "\n")
-        self.err.flush()
-        if not stopped:
+        if _print_answer(self.channel.generate(body), self.out, self.err):
             self.first = False
 
     def restart(self) -> None:
         """End this stream (the model server forgets it) and open a new one."""
-        self._run(self.stream.aclose())
-        self.stream, self.first = self._open(), True
+        self.channel.close()
+        self.channel, self.first = BidiChannel(self.gateway_url, self.info.name), True
 
     def close(self) -> None:
-        """End the stream and its thread."""
-        with contextlib.suppress(Exception):
-            self._run(self.stream.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        """End the stream."""
+        self.channel.close()
 
 
 def run_chat(

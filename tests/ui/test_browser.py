@@ -159,3 +159,36 @@ def test_the_token_slider_reaches_the_request(page, chat_ui: str) -> None:
     expect(metrics).to_contain_text("tokens/s", timeout=60_000)
     tokens = int(re.search(r"(\d+) tokens ·", metrics.inner_text()).group(1))
     assert 1 <= tokens <= 10
+
+
+def test_one_bidirectional_stream_holds_the_conversation_and_stop_interrupts_it(
+    page, chat_ui: str, output_dir: Path
+) -> None:
+    page.goto(chat_ui)
+    page.locator(".st-key-bidi label").click()
+    expect(page.get_by_text("through one InvokeEndpointWithBidirectionalStream")).to_be_visible()
+    page.get_by_role("button", name="what is life?").click()
+    lengths = watch_answer(page)
+    assert len({n for n in lengths if n > 0}) >= 3, f"the answer did not grow in steps: {lengths}"
+    assert METRICS.search(page.locator(".st-key-metrics-live").inner_text())
+
+    page.get_by_role("button", name="provide the steps to make a pizza").click()
+    live = page.locator(".st-key-answer-live")
+    page.locator(".st-key-answer-0").wait_for(timeout=30_000)
+    deadline = time.monotonic() + 60
+    while len(live.inner_text()) < 20:
+        assert time.monotonic() < deadline, "no text streamed"
+        time.sleep(0.02)
+    page.locator(".st-key-stop button").click()
+    metrics = page.locator(".st-key-metrics-1")
+    metrics.wait_for(timeout=30_000)
+    assert "stopped" in metrics.inner_text()
+
+    # The stream goes on after the interrupt: a third turn is answered on it.
+    page.get_by_test_id("stChatInputTextArea").fill("and what is SageMaker?")
+    page.keyboard.press("Enter")
+    page.locator(".st-key-metrics-1").wait_for(timeout=30_000)
+    watch_answer(page)
+    assert METRICS.search(page.locator(".st-key-metrics-live").inner_text())
+    assert page.get_by_test_id("stException").count() == 0
+    page.screenshot(path=str(output_dir / "bidirectional.png"), full_page=True)

@@ -13,14 +13,20 @@ listed beside it, marked, with the cause of a failure, but cannot be chosen; whe
 conversation uses goes away, the page says where the conversation continues), *Stop* ends
 the answer and its generation, each answer shows TTFT and tokens/s, the endpoint's own
 figures (instances, invocations, time to first byte, tokens/s, scaling activities) can be
-shown beside the chat, and every failure is a short readable line.
+shown beside the chat, and every failure is a short readable line. With *One bidirectional
+stream* on, the conversation is held on one InvokeEndpointWithBidirectionalStream (the
+model server keeps its history; each turn sends the new message only) and *Stop*
+interrupts the answer on that stream; the stream ends with *Clear conversation*, another
+endpoint or the toggle turned off (or, for a browser that goes away, with the gateway's
+`--stream-timeout`).
 
 Browser tests find the parts by their keys: each keyed container carries the CSS class
 ``st-key-<key>`` — ``answer-live`` / ``metrics-live`` for the answer being streamed,
 ``answer-<i>`` / ``metrics-<i>`` / ``error-<i>`` for turn ``i`` of the history,
 ``not-ready`` for the endpoints that cannot be chosen, ``endpoint-moved`` for the notice that
 the conversation's endpoint went away, ``endpoint-view`` for the endpoint's metrics and
-scaling activities (shown while the toggle ``endpoint-metrics`` is on), and the buttons
+scaling activities (shown while the toggle ``endpoint-metrics`` is on), the toggle
+``bidi``, and the buttons
 ``stop``, ``clear``, ``refresh`` and ``suggested-<i>``.
 """
 
@@ -32,13 +38,14 @@ from typing import Any
 
 import streamlit as st
 
+from streamhost.endpoints.bidi import BidiChannel, BidiGeneration
 from streamhost.endpoints.clients import (
     autoscaling_client,
     cloudwatch_client,
     control_client,
     invocation_client,
 )
-from streamhost.endpoints.conversation import Turn, clean_text, render_prompt
+from streamhost.endpoints.conversation import Turn, clean_text, render_prompt, turn_prompt
 from streamhost.endpoints.discovery import EndpointInfo, list_endpoints
 from streamhost.endpoints.errors import describe_error
 from streamhost.endpoints.figures import scaling_activities, variant_figures
@@ -73,7 +80,7 @@ class _Streaming:
     """
 
     turn: Turn
-    generation: Generation | None = None
+    generation: Generation | BidiGeneration | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -108,6 +115,26 @@ def _ask(prompt: str) -> None:
 
 def _clear() -> None:
     st.session_state.turns = []
+    _end_bidi()
+
+
+def _end_bidi() -> None:
+    """End the conversation's bidirectional stream, if it has one."""
+    held = st.session_state.pop("bidi_channel", None)
+    if held is not None:
+        held[1].close()
+
+
+def _bidi_channel(gateway_url: str, endpoint: str) -> tuple[BidiChannel, bool]:
+    """The conversation's bidirectional stream to `endpoint` (opened on first use, and
+    again for another endpoint), and whether the next turn is its first."""
+    held = st.session_state.get("bidi_channel")
+    if held is None or held[0] != (gateway_url, endpoint):
+        _end_bidi()
+        held = st.session_state.bidi_channel = [(gateway_url, endpoint), None, 0]
+        held[1] = BidiChannel(gateway_url, endpoint)
+    held[2] += 1
+    return held[1], held[2] == 1
     _forget_moved_notice()
 
 
@@ -153,6 +180,13 @@ def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
                     st.caption(not_ready_line(info))
         st.button("Refresh endpoints", key="refresh", on_click=_endpoints.clear)
         st.toggle("Endpoint metrics", key="endpoint-metrics", disabled=chosen is None)
+        st.toggle(
+            "One bidirectional stream",
+            key="bidi",
+            on_change=_end_bidi,
+            help="Hold the conversation on one InvokeEndpointWithBidirectionalStream: "
+            "the model server keeps the history, Stop interrupts the answer on it.",
+        )
         st.caption(f"Gateway: {settings.gateway_url}")
         st.divider()
         st.button("Clear conversation", key="clear", on_click=_clear)
@@ -317,8 +351,13 @@ def _stream_answer(
     answer.markdown(CURSOR)
     stop.button("Stop", key="stop", icon=":material/stop_circle:")
     try:
-        body = request_body(endpoint.api, render_prompt(earlier, prompt), parameters)
-        generation = streaming.generation = start_generation(smr, endpoint.name, body)
+        if st.session_state.get("bidi"):
+            channel, first = _bidi_channel(settings.gateway_url, endpoint.name)
+            body = request_body(endpoint.api, turn_prompt(prompt, first=first), parameters)
+            generation = streaming.generation = channel.generate(body)
+        else:
+            body = request_body(endpoint.api, render_prompt(earlier, prompt), parameters)
+            generation = streaming.generation = start_generation(smr, endpoint.name, body)
         for _ in generation:
             turn.assistant = generation.text
             answer.markdown(clean_text(generation.text) + CURSOR)
@@ -359,9 +398,13 @@ def main() -> None:
             st.warning(st.session_state.moved_notice)
     if endpoint is not None:
         model = f" (model `{endpoint.model_id}`)" if endpoint.model_id else ""
+        operation = (
+            "one InvokeEndpointWithBidirectionalStream"
+            if st.session_state.get("bidi")
+            else "InvokeEndpointWithResponseStream"
+        )
         st.caption(
-            f"Answers stream token by token from **{endpoint.name}**{model} through "
-            "InvokeEndpointWithResponseStream."
+            f"Answers stream token by token from **{endpoint.name}**{model} through {operation}."
         )
         if is_random_model(endpoint.model_id):
             with st.container(key="random-model"):
