@@ -116,6 +116,7 @@ def _ask(prompt: str) -> None:
 def _clear() -> None:
     st.session_state.turns = []
     _end_bidi()
+    _forget_moved_notice()
 
 
 def _end_bidi() -> None:
@@ -135,7 +136,6 @@ def _bidi_channel(gateway_url: str, endpoint: str) -> tuple[BidiChannel, bool]:
         held[1] = BidiChannel(gateway_url, endpoint)
     held[2] += 1
     return held[1], held[2] == 1
-    _forget_moved_notice()
 
 
 def _metrics(turn: Turn) -> str:
