@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,11 +41,11 @@ from websockets.asyncio.client import connect
 
 from streamhost.bench.relay import (
     ACCESS_KEY,
-    INSTANCE_WRAPPER,
     REGION,
     SECRET_KEY,
     deploy,
     gateway_process,
+    instance_python_with_fake,
 )
 from streamhost.client.eventencode import encode_message
 from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, EventSigner
@@ -228,48 +229,50 @@ def main() -> int:
     except ImportError:
         pass
     root = Path(tempfile.mkdtemp(prefix="streamhost-bidi-bench-"))
-    (root / "fake.py").write_text(FAKE_CONTAINER)
-    wrapper = root / "python"
-    wrapper.write_text(INSTANCE_WRAPPER.format(python=sys.executable, fake=root / "fake.py"))
-    wrapper.chmod(0o755)
+    wrapper = instance_python_with_fake(root, FAKE_CONTAINER)
     latency: dict[str, list[float]] = {"direct": [], "gateway": []}
     rate: dict[str, list[float]] = {"direct": [], "gateway": []}
     cpu_per_million: list[float] = []
-    with gateway_process(root, str(wrapper)) as (url, state):
-        deploy(url, "fake", {"HF_MODEL_ID": "synthetic:0", "BENCH_FAKE_CONTAINER": "1"})
-        store = Store.open(sqlite_url(state))
-        record = store.list_instances("fake")[0]
-        store.close()
-        direct_url = f"ws://127.0.0.1:{record.port}{PATH}"
-        gateway = next(
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if str(state) in " ".join(p.info["cmdline"] or [])
-        )
-        for repeat in range(args.repeats):
-            latency["direct"].append(
-                statistics.median(asyncio.run(direct_turns(direct_url, record.secret, args.turns)))
+    try:
+        with gateway_process(root, str(wrapper)) as (url, state):
+            deploy(url, "fake", {"HF_MODEL_ID": "synthetic:0", "BENCH_FAKE_CONTAINER": "1"})
+            store = Store.open(sqlite_url(state))
+            record = store.list_instances("fake")[0]
+            store.close()
+            direct_url = f"ws://127.0.0.1:{record.port}{PATH}"
+            gateway = next(
+                p
+                for p in psutil.process_iter(["cmdline"])
+                if str(state) in " ".join(p.info["cmdline"] or [])
             )
-            latency["gateway"].append(
-                statistics.median(asyncio.run(gateway_turns(url, args.turns)))
-            )
-            shape = (args.streams, args.bursts, args.events)
-            started = time.perf_counter()
-            count = asyncio.run(direct_capacity(direct_url, record.secret, *shape))
-            rate["direct"].append(count / (time.perf_counter() - started))
-            cpu = gateway.cpu_times()
-            started = time.perf_counter()
-            count = asyncio.run(gateway_capacity(url, *shape))
-            rate["gateway"].append(count / (time.perf_counter() - started))
-            after = gateway.cpu_times()
-            spent = (after.user + after.system) - (cpu.user + cpu.system)
-            cpu_per_million.append(spent / count * 1e6)
-            print(
-                f"repeat {repeat + 1}/{args.repeats}: turn p50 direct "
-                f"{latency['direct'][-1] * 1e3:.3f} ms, gateway {latency['gateway'][-1] * 1e3:.3f} "
-                f"ms; events/s direct {rate['direct'][-1]:,.0f}, gateway {rate['gateway'][-1]:,.0f}",
-                file=sys.stderr,
-            )
+            for repeat in range(args.repeats):
+                latency["direct"].append(
+                    statistics.median(
+                        asyncio.run(direct_turns(direct_url, record.secret, args.turns))
+                    )
+                )
+                latency["gateway"].append(
+                    statistics.median(asyncio.run(gateway_turns(url, args.turns)))
+                )
+                shape = (args.streams, args.bursts, args.events)
+                started = time.perf_counter()
+                count = asyncio.run(direct_capacity(direct_url, record.secret, *shape))
+                rate["direct"].append(count / (time.perf_counter() - started))
+                cpu = gateway.cpu_times()
+                started = time.perf_counter()
+                count = asyncio.run(gateway_capacity(url, *shape))
+                rate["gateway"].append(count / (time.perf_counter() - started))
+                after = gateway.cpu_times()
+                spent = (after.user + after.system) - (cpu.user + cpu.system)
+                cpu_per_million.append(spent / count * 1e6)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats}: turn p50 direct "
+                    f"{latency['direct'][-1] * 1e3:.3f} ms, gateway {latency['gateway'][-1] * 1e3:.3f} "
+                    f"ms; events/s direct {rate['direct'][-1]:,.0f}, gateway {rate['gateway'][-1]:,.0f}",
+                    file=sys.stderr,
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
     med = statistics.median
     added = med(g - d for g, d in zip(latency["gateway"], latency["direct"], strict=True))

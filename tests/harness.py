@@ -492,6 +492,19 @@ def signed_headers(
     return dict(request.prepare().headers)
 
 
+def tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA's certificate for 127.0.0.1 and localhost: (certificate, key, CA) files."""
+    import trustme
+
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(cert))
+    certificate.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca))
+    return cert, key, ca
+
+
 def tgi_body(text: str = "hello", tokens: int = 5, stream: bool = True) -> bytes:
     """A TGI request body asking for `tokens` new tokens."""
     return json.dumps(

@@ -129,6 +129,15 @@ class Conversation:
             if "error" in event or event["state"] == "COMPLETE":
                 return parts
 
+    async def until_error(self) -> list[dict[str, Any]]:
+        """The events up to the stream's end or its first error."""
+        events = []
+        while (event := await self.receive()) is not None:
+            events.append(event)
+            if "error" in event:
+                break
+        return events
+
     async def close(self) -> list[dict[str, Any]]:
         """End the input; the events that still came."""
         await self.stream.input_stream.close()
@@ -189,12 +198,7 @@ async def forged() -> dict[str, Any]:
 
     signing.identity_resolver = WrongSecret()
     await talk.send(turn("Hello"))
-    events = []
-    while (event := await talk.receive()) is not None:
-        events.append(event)
-        if "error" in event:
-            break
-    return {"events": events}
+    return {"events": await talk.until_error()}
 
 
 async def replayed() -> dict[str, Any]:
@@ -210,12 +214,7 @@ async def replayed() -> dict[str, Any]:
 
     writer.write = twice
     await talk.send(turn("Hello", 3))
-    events = []
-    while (event := await talk.receive()) is not None:
-        events.append(event)
-        if "error" in event:
-            break
-    return {"events": events}
+    return {"events": await talk.until_error()}
 
 
 async def slow_reader() -> dict[str, Any]:

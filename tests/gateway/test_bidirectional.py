@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from streamhost.ports import free_port
 from tests.harness import (
@@ -27,6 +26,7 @@ from tests.harness import (
     GatewayProcess,
     create_synthetic_endpoint,
     delete_endpoint,
+    tls_files,
     wait_for,
 )
 
@@ -43,12 +43,7 @@ def bidi_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
     """A gateway serving HTTPS and HTTP/2 (a test CA's certificate) with endpoint `talk`
     on the tiny model behind the TGI API."""
     folder = tmp_path_factory.mktemp("bidi")
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    cert, key, ca = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
-    certificate.cert_chain_pems[0].write_to_path(str(cert))
-    certificate.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca))
+    cert, key, ca = tls_files(folder)
     http2_port = free_port()
     gateway = GatewayProcess(
         folder / "state",

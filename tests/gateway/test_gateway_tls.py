@@ -9,7 +9,6 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
-import trustme
 
 from tests.harness import (
     GatewayProcess,
@@ -18,18 +17,14 @@ from tests.harness import (
     delete_endpoint,
     payload_bytes,
     tgi_body,
+    tls_files,
 )
 
 
 @pytest.fixture
 def tls_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     """A gateway process serving HTTPS with a certificate for 127.0.0.1 from a test CA."""
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    certificate.cert_chain_pems[0].write_to_path(str(cert))
-    certificate.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca))
+    cert, key, ca = tls_files(tmp_path)
     gateway = GatewayProcess(
         tmp_path / "state",
         *["--tls-cert", str(cert), "--tls-key", str(key), "--http2-port", "0"],

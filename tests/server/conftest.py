@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.blog import SERVING_PROPERTIES
 from tests.harness import start_model_server
 
 
@@ -15,5 +16,15 @@ def tgi_server(tiny_dir, tmp_path_factory):
         {"HF_MODEL_ID": "tiny", "MAX_TOTAL_TOKENS": "2048", "MAX_INPUT_LENGTH": "1900"},
         model_dir=str(folder),
     )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lmi_server(tiny_dir, tmp_path_factory):
+    """The LMI personality on the tiny model, with the original blog's serving.properties."""
+    folder = tmp_path_factory.mktemp("lmi")
+    (folder / "serving.properties").write_text(SERVING_PROPERTIES)
+    server = start_model_server({}, model_dir=str(folder))
     yield server
     server.stop()

@@ -12,28 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.blog import SERVING_PROPERTIES
 from tests.harness import start_model_server
 
 PATH = "/invocations-bidirectional-stream"
-
-
-@pytest.fixture(scope="module")
-def tgi_server(tiny_dir, tmp_path_factory):
-    server = start_model_server(
-        {"HF_MODEL_ID": "tiny"}, model_dir=str(tmp_path_factory.mktemp("t"))
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def lmi_server(tiny_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lmi")
-    (folder / "serving.properties").write_text(SERVING_PROPERTIES)
-    server = start_model_server({}, model_dir=str(folder))
-    yield server
-    server.stop()
 
 
 def ws_url(server: Any) -> str:

@@ -5,19 +5,8 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
-from tests.blog import SERVING_PROPERTIES, LineIterator
-from tests.harness import start_model_server
-
-
-@pytest.fixture(scope="module")
-def lmi_server(tiny_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lmi")
-    (folder / "serving.properties").write_text(SERVING_PROPERTIES)
-    server = start_model_server({}, model_dir=str(folder))
-    yield server
-    server.stop()
+from tests.blog import LineIterator
 
 
 def test_blog_lmi_loop_prints_the_generated_text(lmi_server):

@@ -87,6 +87,14 @@ def watch_answer(page, timeout: float = 120.0) -> list[int]:
     raise AssertionError(f"the answer did not finish in {timeout} s; lengths {lengths}")
 
 
+def wait_for_text(live, characters: int = 20, timeout: float = 60.0) -> None:
+    """Until the live answer holds some text."""
+    deadline = time.monotonic() + timeout
+    while len(live.inner_text()) < characters:
+        assert time.monotonic() < deadline, "no text streamed"
+        time.sleep(0.02)
+
+
 def test_a_suggested_prompt_streams_and_a_second_turn_follows(
     page, chat_ui: str, output_dir: Path
 ) -> None:
@@ -114,10 +122,7 @@ def test_stop_ends_the_answer_and_keeps_the_text(page, chat_ui: str, output_dir:
     page.get_by_role("button", name="provide the steps to make a pizza").click()
     live = page.locator(".st-key-answer-live")
     live.wait_for(timeout=30_000)
-    deadline = time.monotonic() + 60
-    while len(live.inner_text()) < 20:
-        assert time.monotonic() < deadline, "no text streamed"
-        time.sleep(0.02)
+    wait_for_text(live)
     page.locator(".st-key-stop button").click()
     metrics = page.locator(".st-key-metrics-0")
     metrics.wait_for(timeout=30_000)
@@ -175,10 +180,7 @@ def test_one_bidirectional_stream_holds_the_conversation_and_stop_interrupts_it(
     page.get_by_role("button", name="provide the steps to make a pizza").click()
     live = page.locator(".st-key-answer-live")
     page.locator(".st-key-answer-0").wait_for(timeout=30_000)
-    deadline = time.monotonic() + 60
-    while len(live.inner_text()) < 20:
-        assert time.monotonic() < deadline, "no text streamed"
-        time.sleep(0.02)
+    wait_for_text(live)
     page.locator(".st-key-stop button").click()
     metrics = page.locator(".st-key-metrics-1")
     metrics.wait_for(timeout=30_000)

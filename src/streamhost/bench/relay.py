@@ -368,6 +368,16 @@ def start_nginx(
 
 
 @contextlib.contextmanager
+def instance_python_with_fake(root: Path, fake_container: str) -> Path:
+    """A Python for the gateway's instances that runs `fake_container` (a script) in place
+    of the model server when the endpoint's environment sets BENCH_FAKE_CONTAINER."""
+    (root / "fake.py").write_text(fake_container)
+    wrapper = root / "python"
+    wrapper.write_text(INSTANCE_WRAPPER.format(python=sys.executable, fake=root / "fake.py"))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def gateway_process(root: Path, instance_python: str, ray_address: str | None = None):
     """A gateway subprocess (SigV4 on, state and credentials under `root`), ready on /ping:
     yields (its URL, its state database). Leaving stops it, and it stops its instances.
@@ -460,10 +470,7 @@ def run_relay(args: RelayOptions, progress=None) -> Table:
         pass
 
     root = Path(tempfile.mkdtemp(prefix="streamhost-bench-"))
-    (root / "fake.py").write_text(FAKE_CONTAINER)
-    wrapper = root / "python"
-    wrapper.write_text(INSTANCE_WRAPPER.format(python=sys.executable, fake=root / "fake.py"))
-    wrapper.chmod(0o755)
+    wrapper = instance_python_with_fake(root, FAKE_CONTAINER)
     nginx = None
     try:
         with gateway_process(root, str(wrapper)) as (gateway_url, state):

@@ -19,74 +19,42 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from streamhost.client.bidi import open_bidi_stream
+from streamhost.endpoints.invocation import AnswerTimes, Clock
 
 __all__ = ["BidiChannel", "BidiGeneration"]
 
-Clock = Callable[[], float]
 _DONE = object()
 
 
-class BidiGeneration:
+class BidiGeneration(AnswerTimes):
     """One answer on a bidirectional stream: iterate its text; ``stop`` interrupts it."""
 
     def __init__(self, channel: BidiChannel, started: float, clock: Clock) -> None:
+        super().__init__(started, clock)
         self._channel = channel
         self._pieces: queue.Queue[Any] = queue.Queue()
-        self._clock = clock
-        self.started = started
-        self.first_text_at: float | None = None
-        self.ended_at: float | None = None
-        self.deltas = 0
-        self.text = ""
-        self.finished = False
-        self.stopped = False
 
     def __iter__(self) -> Iterator[str]:
         while not self.stopped:
             piece = self._pieces.get()
             if piece is _DONE:
-                self.finished = True
-                self.ended_at = self._clock()
+                if not self.stopped:
+                    self._ended(stopped=False)
                 return
             if isinstance(piece, BaseException):
                 raise piece
-            now = self._clock()
-            if self.first_text_at is None:
-                self.first_text_at = now
-            self.deltas += 1
-            self.text += piece
-            self.ended_at = now
+            self._seen(piece)
             yield piece
-
-    @property
-    def tokens(self) -> int:
-        """Text pieces seen: one per token event."""
-        return self.deltas
-
-    @property
-    def ttft(self) -> float | None:
-        """Seconds from sending the turn to the first text, once it came."""
-        return None if self.first_text_at is None else self.first_text_at - self.started
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        """Decode speed: tokens after the first, per second after the first."""
-        if self.first_text_at is None or self.ended_at is None or self.deltas < 2:
-            return None
-        elapsed = self.ended_at - self.first_text_at
-        return (self.deltas - 1) / elapsed if elapsed > 0 else None
 
     def stop(self) -> None:
         """Interrupt the answer now; the text so far is kept."""
         if self.finished or self.stopped:
             return
-        self.stopped = True
-        if self.ended_at is None:
-            self.ended_at = self._clock()
+        self._ended(stopped=True)
         self._channel._interrupt()
         self._pieces.put(_DONE)
 

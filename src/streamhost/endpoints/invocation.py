@@ -18,6 +18,7 @@ from typing import Any
 from streamhost.client import StreamResult, stream_text
 
 __all__ = [
+    "AnswerTimes",
     "Completion",
     "Generation",
     "GenerationParameters",
@@ -81,16 +82,11 @@ def request_body(
     return json.dumps({"inputs": prompt, "parameters": fields, "stream": stream}).encode()
 
 
-class Generation:
-    """One answer being streamed: iterate its text; ``stop`` ends it (and the generation).
+class AnswerTimes:
+    """What an answer being streamed has shown so far, and when: its text, the pieces of
+    it (one per token event) and the times the first and last came (``clock``'s)."""
 
-    Closing the response closes the HTTP connection; the gateway then closes its connection
-    to the model server, which cancels the request within one decode step.
-    """
-
-    def __init__(self, response: dict[str, Any], started: float, clock: Clock) -> None:
-        self._response = response
-        self._stream = stream_text(response)
+    def __init__(self, started: float, clock: Clock) -> None:
         self._clock = clock
         self.started = started
         self.first_text_at: float | None = None
@@ -100,28 +96,25 @@ class Generation:
         self.finished = False
         self.stopped = False
 
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for delta in self._stream.deltas():
-                now = self._clock()
-                if self.first_text_at is None:
-                    self.first_text_at = now
-                self.deltas += 1
-                self.text += delta.text
-                self.ended_at = now
-                yield delta.text
+    def _seen(self, text: str) -> None:
+        now = self._clock()
+        if self.first_text_at is None:
+            self.first_text_at = now
+        self.deltas += 1
+        self.text += text
+        self.ended_at = now
+
+    def _ended(self, *, stopped: bool) -> None:
+        if stopped:
+            self.stopped = not self.finished
+        else:
             self.finished = True
+        if self.ended_at is None or not stopped:
             self.ended_at = self._clock()
-        finally:
-            self.close()
 
     @property
     def tokens(self) -> int:
-        """Tokens generated: the server's count once finished, else the text pieces seen."""
-        if self.finished:
-            counted = self._stream.result.generated_tokens
-            if counted:
-                return max(counted, self.deltas)
+        """Tokens generated: the text pieces seen."""
         return self.deltas
 
     @property
@@ -139,6 +132,37 @@ class Generation:
         elapsed = self.ended_at - self.first_text_at
         return (self.tokens - 1) / elapsed if elapsed > 0 else None
 
+
+class Generation(AnswerTimes):
+    """One answer being streamed: iterate its text; ``stop`` ends it (and the generation).
+
+    Closing the response closes the HTTP connection; the gateway then closes its connection
+    to the model server, which cancels the request within one decode step.
+    """
+
+    def __init__(self, response: dict[str, Any], started: float, clock: Clock) -> None:
+        super().__init__(started, clock)
+        self._response = response
+        self._stream = stream_text(response)
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for delta in self._stream.deltas():
+                self._seen(delta.text)
+                yield delta.text
+            self._ended(stopped=False)
+        finally:
+            self.close()
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated: the server's count once finished, else the text pieces seen."""
+        if self.finished:
+            counted = self._stream.result.generated_tokens
+            if counted:
+                return max(counted, self.deltas)
+        return self.deltas
+
     @property
     def result(self) -> StreamResult:
         """What the stream amounted to so far: finish reason, server's text and counts."""
@@ -146,9 +170,7 @@ class Generation:
 
     def stop(self) -> None:
         """End the answer now; the text so far is kept."""
-        self.stopped = not self.finished
-        if self.ended_at is None:
-            self.ended_at = self._clock()
+        self._ended(stopped=True)
         self.close()
 
     def close(self) -> None:
