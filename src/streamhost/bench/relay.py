@@ -367,7 +367,6 @@ def start_nginx(
         time.sleep(0.05)
 
 
-@contextlib.contextmanager
 def instance_python_with_fake(root: Path, fake_container: str) -> Path:
     """A Python for the gateway's instances that runs `fake_container` (a script) in place
     of the model server when the endpoint's environment sets BENCH_FAKE_CONTAINER."""
@@ -378,6 +377,7 @@ def instance_python_with_fake(root: Path, fake_container: str) -> Path:
     return wrapper
 
 
+@contextlib.contextmanager
 def gateway_process(root: Path, instance_python: str, ray_address: str | None = None):
     """A gateway subprocess (SigV4 on, state and credentials under `root`), ready on /ping:
     yields (its URL, its state database). Leaving stops it, and it stops its instances.
