@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +241,20 @@ def test_our_client_over_http1(bidi_gateway):
     text, parts, variant = asyncio.run(talk())
     assert len(text) == 5 and variant == "AllTraffic"
     assert parts[-1].complete and len(parts) < 100
+
+
+def test_the_http2_listener_has_the_http1_listeners_protections(bidi_gateway):
+    import httpx
+
+    url = bidi_gateway.http2_url  # type: ignore[attr-defined]
+    trust = ssl.create_default_context(cafile=bidi_gateway.ca_file)
+    with httpx.Client(http2=True, verify=trust, timeout=30) as client:
+        unsigned = client.post(f"{url}/endpoints/{ENDPOINT}/invocations", content=b"{}")
+        assert unsigned.http_version == "HTTP/2"
+        assert unsigned.status_code == 403
+        assert unsigned.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+        with pytest.raises(httpx.HTTPError):
+            client.post(url + "/", headers={"x-big": "a" * 100_000}, content=b"{}")
+    # The listener lives on: a new connection is served.
+    with httpx.Client(http2=True, verify=trust, timeout=30) as client:
+        assert client.get(url + "/ping").status_code == 200

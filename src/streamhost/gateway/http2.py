@@ -10,11 +10,14 @@ SETTINGS_MAX_HEADER_LIST_SIZE; h2's HPACK decoder refuses more) and on its body'
 (`request_timeout`, checked by the app for requests over HTTP/2). uvicorn runs the app's
 lifespan; hypercorn starts once it has, and stops with it.
 
-One fix to hypercorn (0.17, 0.18), in `_drop_late_data`: DATA that arrives for a stream
+Two fixes to hypercorn (0.17, 0.18), in `_patch_hypercorn`: DATA that arrives for a stream
 whose response has ended (an error answered before the body was read, a bidirectional
 stream ended while the client still sends) raises KeyError in its H2 protocol and drops
 the whole connection; such DATA is acknowledged (flow control) and dropped instead, as it
-already drops a late END_STREAM.
+already drops a late END_STREAM. And closing a TLS connection whose client still sends
+(after a refused header block, say) raises `ssl.SSLError` out of its connection task,
+logged as an unhandled traceback; the connection is closed either way, so that error is
+dropped as it drops a reset connection's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import Any
 
 from streamhost.uvicorn_http import MAX_FIELD_BYTES, MAX_HEADER_BYTES
@@ -31,9 +35,32 @@ from .settings import GatewaySettings
 log = logging.getLogger("streamhost.gateway")
 
 
+def _patch_hypercorn() -> None:
+    """Patch hypercorn once (see the module's doc); a hypercorn without the methods patched
+    is left alone (the listener then works as that version does)."""
+    _quiet_tls_close()
+    _drop_late_data()
+
+
+def _quiet_tls_close() -> None:
+    from hypercorn.asyncio import tcp_server
+
+    server = getattr(tcp_server, "TCPServer", None)
+    close = getattr(server, "_close", None)
+    if server is None or close is None or getattr(close, "quiet_tls", False):
+        return
+
+    async def quiet_close(self: Any) -> None:
+        try:
+            await close(self)
+        except ssl.SSLError:
+            pass
+
+    quiet_close.quiet_tls = True  # type: ignore[attr-defined]
+    server._close = quiet_close
+
+
 def _drop_late_data() -> None:
-    """Patch hypercorn's H2 protocol once (see the module's doc); a hypercorn without the
-    method is left alone (the listener then works as that version does)."""
     import h2.events
     from hypercorn.protocol import h2 as h2_protocol
 
@@ -96,7 +123,7 @@ async def serve_beside(
     both stop when uvicorn does (SIGINT/SIGTERM)."""
     from hypercorn.asyncio import serve
 
-    _drop_late_data()
+    _patch_hypercorn()
     stop = asyncio.Event()
     main = asyncio.get_running_loop().create_task(server.serve(sockets=sockets))
     while not server.started and not main.done():
