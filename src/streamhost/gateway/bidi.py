@@ -13,8 +13,9 @@ message goes on), `COMPLETE` with it. Each frame the instance sends comes back a
 The instance is the router's choice, held for the stream's life. Either side's end ends the
 other: the input's end closes the WebSocket (close code 1000), and the instance's close ends
 the response. A broken instance connection ends the response with `ModelStreamError`
-(`StreamBroken`); a stream past `stream_timeout`, or an instance silent for `idle_timeout`
-after the client's last message, with `ModelStreamError` (`ModelInvocationTimeExceeded`);
+(`StreamBroken`; the instance is marked down); a stream past `stream_timeout`, or an
+instance silent for `idle_timeout` after the client's last message, with `ModelStreamError`
+(`ModelInvocationTimeExceeded`; a client that stops reading is dropped at the deadline);
 an event that is malformed or not signed right, with `ModelStreamError` too (the union's one
 error at the client's fault; its `ErrorCode` says what was wrong with the event).
 
@@ -397,7 +398,6 @@ async def _forward_output(
                 f"The stream ran past its {settings.stream_timeout:g} seconds.",
             )
         if state.awaiting is not None and now - state.awaiting >= settings.idle_timeout:
-            plane.router.mark_down(socket.instance)
             return model_stream_error(
                 MODEL_INVOCATION_TIME_EXCEEDED,
                 f"The model sent nothing for {settings.idle_timeout:g} seconds after the "
@@ -410,7 +410,6 @@ async def _forward_output(
         frames = socket.take()
         if frames:
             state.awaiting = None
-        if frames:
             # One event per frame; the frames that came while the last send waited go out
             # in one write.
             events = []
@@ -418,7 +417,19 @@ async def _forward_output(
                 if frame.opcode is not Opcode.CONT:
                     text = frame.opcode is Opcode.TEXT
                 events.append(part_event(frame, text))
-            await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+            message = {"type": "http.response.body", "body": b"".join(events), "more_body": True}
+            try:
+                # A client that stops reading is waited for until the stream's time is up.
+                await asyncio.wait_for(send(message), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                state.gone = True  # nothing more can reach it: the connection is dropped
+                log.warning(
+                    "a client of endpoint %s read nothing until the stream's %gs ran out; "
+                    "closing its stream",
+                    endpoint,
+                    settings.stream_timeout,
+                )
+                return None
         if socket.closed is not None and not socket.frames:
             if state.gone:
                 return None
