@@ -13,6 +13,7 @@ import os
 import signal
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from tests.harness import (
     GatewayProcess,
     create_synthetic_endpoint,
     delete_endpoint,
+    model_servers,
+    running_gateway,
     tls_files,
     wait_for,
+    wait_in_service,
 )
 
 pytestmark = pytest.mark.slow
@@ -258,3 +262,51 @@ def test_the_http2_listener_has_the_http1_listeners_protections(bidi_gateway):
     # The listener lives on: a new connection is served.
     with httpx.Client(http2=True, verify=trust, timeout=30) as client:
         assert client.get(url + "/ping").status_code == 200
+
+
+def test_a_stream_on_a_draining_instance_gets_the_drain_bound_then_the_modelled_error(
+    tmp_path: Path,
+):
+    from streamhost.client.bidi import open_bidi_stream
+    from streamhost.client.errors import ModelStreamError
+
+    with running_gateway(tmp_path, drain_timeout=3.0) as gateway:
+        sm = gateway.sm()
+        create_synthetic_endpoint(sm, "drained", delay_ms=5)
+        sm.create_endpoint_config(
+            EndpointConfigName="drained-next",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "drained-model",
+                    "InstanceType": "ml.m5.xlarge",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        turn = json.dumps({"inputs": "count", "parameters": {"max_new_tokens": 3}})
+
+        async def talk() -> tuple[list[str], list[str], float]:
+            stream = await open_bidi_stream(
+                "drained", gateway.url, credentials=(ACCESS_KEY, SECRET_KEY)
+            )
+            async with stream:
+                await stream.send(turn)
+                before = [text async for text in stream.answer_text()]
+                sm.update_endpoint(EndpointName="drained", EndpointConfigName="drained-next")
+                updated = time.monotonic()
+                await stream.send(turn)  # the stream stays on its instance meanwhile
+                during = [text async for text in stream.answer_text()]
+                with pytest.raises(ModelStreamError) as ended:
+                    async for _ in stream.parts():
+                        pass
+                assert ended.value.error_code == "StreamBroken"
+                return before, during, time.monotonic() - updated
+
+        before, during, waited = asyncio.run(talk())
+        assert before == during == ["0 ", "1 ", "2 "]
+        # The new instance starts, then the old one drains for the bound, then stops.
+        assert 3.0 <= waited < 60
+        wait_in_service(sm, "drained")
+        assert len(model_servers(tmp_path)) == 1
+        delete_endpoint(sm, "drained")

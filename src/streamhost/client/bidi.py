@@ -34,9 +34,10 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from streamhost.client.boto import load_credentials
-from streamhost.client.errors import InternalStreamFailure, ModelStreamError, StreamError
+from streamhost.client.errors import StreamError
 from streamhost.client.eventencode import stream_part
 from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, EventSigner
+from streamhost.client.eventstream import error_of_message
 from streamhost.client.stream import StreamDecoder
 
 __all__ = ["BidiPart", "BidiStream", "open_bidi_stream"]
@@ -171,19 +172,9 @@ class BidiStream:
 
 
 def _parts_of(headers: dict[str, Any], payload: bytes) -> list[BidiPart]:
-    kind = headers.get(":message-type", "event")
-    if kind == "exception":
-        code = str(headers.get(":exception-type", ""))
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            body = {"Message": payload.decode("utf-8", "replace")}
-        message = str(body.get("Message", ""))
-        if code == "InternalStreamFailure":
-            raise InternalStreamFailure(message)
-        if code == "ModelStreamError":
-            raise ModelStreamError(message, body.get("ErrorCode"))
-        raise StreamError(f"{code}: {message}")
+    error = error_of_message(headers, payload)
+    if error is not None:
+        raise error
     if headers.get(":event-type") != "PayloadPart":
         return []
     return [

@@ -29,6 +29,7 @@ __all__ = [
     "apayload_parts",
     "decode_eventstream",
     "error_from_event_stream_error",
+    "error_of_message",
     "payload_parts",
 ]
 
@@ -136,19 +137,27 @@ class EventStreamDecoder:
 
     @staticmethod
     def _payload(headers: Mapping[str, Any], payload: bytes) -> bytes | None:
-        message_type = headers.get(":message-type", "event")
-        if message_type == "exception":
-            code = str(headers.get(":exception-type", ""))
-            body = _json_object(payload)
-            message = str(body.get("Message", body.get("message", "")))
-            raise _exception(code, message, body.get("ErrorCode"))
-        if message_type == "error":
-            code = str(headers.get(":error-code", ""))
-            raise _exception(code, str(headers.get(":error-message", "")))
+        error = error_of_message(headers, payload)
+        if error is not None:
+            raise error
         if headers.get(":event-type") == "PayloadPart":
             return payload
         _log.warning("skipping unknown event-stream event %r", headers.get(":event-type"))
         return None
+
+
+def error_of_message(headers: Mapping[str, Any], payload: bytes) -> StreamError | None:
+    """The typed error an exception (or error) message stands for; None for an event."""
+    message_type = headers.get(":message-type", "event")
+    if message_type == "exception":
+        code = str(headers.get(":exception-type", ""))
+        body = _json_object(payload)
+        message = str(body.get("Message", body.get("message", "")))
+        return _exception(code, message, body.get("ErrorCode"))
+    if message_type == "error":
+        code = str(headers.get(":error-code", ""))
+        return _exception(code, str(headers.get(":error-message", "")))
+    return None
 
 
 def _json_object(payload: bytes) -> Mapping[str, Any]:

@@ -12,8 +12,10 @@ message goes on), `COMPLETE` with it. Each frame the instance sends comes back a
 
 The instance is the router's choice, held for the stream's life. Either side's end ends the
 other: the input's end closes the WebSocket (close code 1000), and the instance's close ends
-the response. A broken instance connection ends the response with `ModelStreamError`
-(`StreamBroken`; the instance is marked down); a stream past `stream_timeout`, or an
+the response (code 1000: a normal end). A broken instance connection, or another close code,
+ends the response with `ModelStreamError` (`StreamBroken`; the instance is marked down, unless
+the fleet stopped it: a stream holds its instance's slot, so scale-in and updates drain it
+up to their bound, then stop the instance); a stream past `stream_timeout`, or an
 instance silent for `idle_timeout` after the client's last message, with `ModelStreamError`
 (`ModelInvocationTimeExceeded`; a client that stops reading is dropped at the deadline);
 an event that is malformed or not signed right, with `ModelStreamError` too (the union's one
@@ -206,7 +208,8 @@ class InstanceSocket(asyncio.Protocol):
                     assert self.transport is not None
                     self.transport.pause_reading()
             elif event.opcode is Opcode.CLOSE and self.closed is None:
-                self.closed = _Closed()
+                received = self.protocol.close_rcvd
+                self.closed = _Closed(received.code if received is not None else 1005)
         self._flush()
         if self.protocol.close_expected() and self.transport is not None:
             self.transport.close()
@@ -273,7 +276,12 @@ class InstanceSocket(asyncio.Protocol):
 
 
 class _Closed(ConnectionError):
-    """The instance closed the WebSocket (not an error of the stream)."""
+    """The instance closed the WebSocket, with this close code (1000: the conversation is
+    over, not an error of the stream)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the container closed the WebSocket with code {code}")
+        self.code = code
 
 
 def part_event(frame: Frame, text: bool) -> bytes:
@@ -433,14 +441,18 @@ async def _forward_output(
         if socket.closed is not None and not socket.frames:
             if state.gone:
                 return None
-            if isinstance(socket.closed, _Closed) or state.input_ended:
+            closed = socket.closed
+            if state.input_ended or (isinstance(closed, _Closed) and closed.code == 1000):
                 return None
-            plane.router.mark_down(socket.instance)
-            return model_stream_error(
-                STREAM_BROKEN,
-                f"The model's stream was broken: the connection to the container of endpoint "
-                f"{endpoint} closed ({socket.closed}).",
-            )
+            if socket.instance.gone:
+                why = (
+                    f"the instance of endpoint {endpoint} serving it was stopped (the endpoint "
+                    "was updated or scaled in) once the drain bound passed"
+                )
+            else:
+                plane.router.mark_down(socket.instance)
+                why = f"the connection to the container of endpoint {endpoint} closed ({closed})"
+            return model_stream_error(STREAM_BROKEN, f"The model's stream was broken: {why}.")
 
 
 async def _connect(
