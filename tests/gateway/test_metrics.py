@@ -193,12 +193,16 @@ def test_instances_and_concurrency_are_sampled_every_second(module_gateway):
 
 def test_list_metrics_names_each_variants_series(measured):
     cw = measured.cloudwatch()
-    listed = cw.list_metrics(
-        Namespace="AWS/SageMaker", Dimensions=[{"Name": "EndpointName", "Value": "Measured"}]
-    )
-    names = {m["MetricName"] for m in listed["Metrics"]}
-    assert {"Invocations", "ModelLatency", "ConcurrentRequestsPerModel", "InstanceCount"} <= names
-    assert all(m["Dimensions"] == dimensions("Measured") for m in listed["Metrics"])
+
+    def series() -> list[dict]:
+        return cw.list_metrics(
+            Namespace="AWS/SageMaker", Dimensions=[{"Name": "EndpointName", "Value": "Measured"}]
+        )["Metrics"]
+
+    # The sampled series begin at the sampler's next second after the endpoint is up.
+    wanted = {"Invocations", "ModelLatency", "ConcurrentRequestsPerModel", "InstanceCount"}
+    wait_for(lambda: wanted <= {m["MetricName"] for m in series()}, timeout=10, interval=0.2)
+    assert all(m["Dimensions"] == dimensions("Measured") for m in series())
     assert cw.list_metrics(Namespace="AWS/EC2")["Metrics"] == []
 
 
