@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from tests.harness import start_model_server
 
@@ -159,5 +159,22 @@ def test_only_its_gateway_may_connect(tiny_dir, tmp_path):
                 return await answer(ws)
 
         assert len(run(allowed())) == 2
+
+        async def gateway_with_a_wrong_secret() -> BaseException:
+            from streamhost.gateway.bidi import InstanceSocket
+
+            socket = InstanceSocket(
+                None,  # type: ignore[arg-type]
+                ws_url(server),
+                [("x-streamhost-instance-secret", "wrong")],
+            )
+            loop = asyncio.get_running_loop()
+            await loop.create_connection(lambda: socket, "127.0.0.1", server.port)
+            with pytest.raises(InvalidHandshake) as refused:
+                await asyncio.wait_for(socket.opened, 10)
+            socket.close()  # a socket whose handshake was refused closes without an error
+            return refused.value
+
+        assert "403" in str(run(gateway_with_a_wrong_secret()))
     finally:
         server.stop()

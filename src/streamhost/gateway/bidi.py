@@ -37,9 +37,10 @@ from urllib.parse import quote
 
 from botocore.eventstream import EventStreamBuffer, ParserError
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, ProtocolError
+from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from streamhost.client.eventencode import (
@@ -264,14 +265,11 @@ class InstanceSocket(asyncio.Protocol):
         or at once if the connection is already gone."""
         if self.transport is None or self.transport.is_closing():
             return
-        if self.closed is None:
-            try:
-                self.protocol.send_close(1000)
-            except ProtocolError:
-                pass
+        if self.closed is None and self.protocol.state is State.OPEN:
+            self.protocol.send_close(1000)
             self._flush()
             asyncio.get_running_loop().call_later(2.0, self.transport.close)
-        else:
+        else:  # not open yet (a refused handshake), or already closed by the instance
             self.transport.close()
 
 
