@@ -84,9 +84,9 @@ test: $(TEST_STAMP) $(VLLM_STAMP) $(AWS_STAMP) chromium
 	STREAMHOST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
 	STREAMHOST_AWS_PYTHON=$(abspath $(AWS_VENV))/bin/python $(PYTEST)
 
-check: $(TEST_STAMP)
+check: $(TEST_STAMP) $(AWS_STAMP)
 	@$(BYTECODE)
-	$(PYTEST) -m "$(QUICK)"
+	STREAMHOST_AWS_PYTHON=$(abspath $(AWS_VENV))/bin/python $(PYTEST) -m "$(QUICK)"
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
