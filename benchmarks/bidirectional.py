@@ -45,9 +45,10 @@ from streamhost.bench.relay import (
     SECRET_KEY,
     deploy,
     gateway_process,
+    install_uvloop,
     instance_python_with_fake,
 )
-from streamhost.client.eventencode import encode_message
+from streamhost.client.eventencode import stream_part
 from streamhost.client.eventsign import EVENT_STREAM_PAYLOAD, EventSigner
 from streamhost.gateway.settings import sqlite_url
 from streamhost.gateway.store import Store
@@ -81,16 +82,7 @@ asyncio.run(main())
 
 
 def part(text: str) -> bytes:
-    return encode_message(
-        {
-            ":message-type": "event",
-            ":event-type": "PayloadPart",
-            ":content-type": "application/octet-stream",
-            "DataType": "UTF8",
-            "CompletionState": "COMPLETE",
-        },
-        text.encode(),
-    )
+    return stream_part(text.encode(), True, True)
 
 
 class GatewayStream:
@@ -222,12 +214,7 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--events", type=int, default=1000)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()  # the client must not be the bottleneck
-    except ImportError:
-        pass
+    install_uvloop()
     root = Path(tempfile.mkdtemp(prefix="streamhost-bidi-bench-"))
     wrapper = instance_python_with_fake(root, FAKE_CONTAINER)
     latency: dict[str, list[float]] = {"direct": [], "gateway": []}

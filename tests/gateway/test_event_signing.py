@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.eventstream import EventStreamBuffer
 
-from streamhost.client.eventencode import encode_message
+from streamhost.client.eventencode import encode_message, stream_part
 from streamhost.client.eventsign import EventSigner
 from streamhost.gateway.bidi import InputEvents, InputRejected
 from streamhost.gateway.sigv4 import (
@@ -53,14 +53,7 @@ asyncio.run(main())
 
 
 def part(text: str, state: str = "COMPLETE") -> bytes:
-    headers = {
-        ":message-type": "event",
-        ":event-type": "PayloadPart",
-        ":content-type": "application/octet-stream",
-        "DataType": "UTF8",
-        "CompletionState": state,
-    }
-    return encode_message(headers, text.encode())
+    return stream_part(text.encode(), True, state == "COMPLETE")
 
 
 def aws_signed(payloads: list[bytes]) -> list[bytes]:

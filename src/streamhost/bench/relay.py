@@ -367,6 +367,17 @@ def start_nginx(
         time.sleep(0.05)
 
 
+def install_uvloop() -> None:
+    """uvloop for this process's event loops, where installed: the benchmark's client must
+    not be the bottleneck."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
 def instance_python_with_fake(root: Path, fake_container: str) -> Path:
     """A Python for the gateway's instances that runs `fake_container` (a script) in place
     of the model server when the endpoint's environment sets BENCH_FAKE_CONTAINER."""
@@ -462,12 +473,7 @@ class RelayOptions:
 def run_relay(args: RelayOptions, progress=None) -> Table:
     """Scenario 3: direct vs gateway vs nginx on `synthetic:5`, plus relay capacity."""
     levels = list(args.levels)
-    try:
-        import uvloop
-
-        uvloop.install()  # the client must not be the bottleneck
-    except ImportError:
-        pass
+    install_uvloop()
 
     root = Path(tempfile.mkdtemp(prefix="streamhost-bench-"))
     wrapper = instance_python_with_fake(root, FAKE_CONTAINER)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import uuid
 from typing import Any
@@ -47,12 +46,9 @@ from streamhost.server.guard import refusal
 from streamhost.server.sessions import Session
 from streamhost.server.state import CONVERSATION
 
-log = logging.getLogger("streamhost.server")
-
 PATH = "/invocations-bidirectional-stream"
 INTERRUPT = "INTERRUPT"
 _POLICY_VIOLATION = 1008
-_END = object()  # the reader's last word to the answering loop
 
 
 async def conversation(websocket: WebSocket) -> None:
