@@ -86,7 +86,7 @@ test: $(TEST_STAMP) $(VLLM_STAMP) $(AWS_STAMP) chromium
 
 check: $(TEST_STAMP) $(AWS_STAMP)
 	@$(BYTECODE)
-	STREAMHOST_AWS_PYTHON=$(abspath $(AWS_VENV))/bin/python $(PYTEST) -m "$(QUICK)"
+	STREAMHOST_QUICK_TESTS=1 STREAMHOST_AWS_PYTHON=$(abspath $(AWS_VENV))/bin/python $(PYTEST) -m "$(QUICK)"
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,11 +1,12 @@
 """Shared fixtures and the suite's parallel layout.
 
 `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`). Each test module
-is one group, so a module's shared servers start once, on one worker; tests that share a
-session-wide server (the UI tests' gateway, the model servers' `tgi_server`) are one group
-each, so that server starts once. Each worker runs torch on one thread: two workers on two
-cores, not four threads fighting over them (model-server processes started by the tests
-choose their own threads, as in production).
+is one group, so a module's shared servers start once, on one worker; tests that use a
+session-wide server of a conftest (the UI tests' gateway and its endpoints, the model
+servers' `tgi_server` and `lmi_server`) are one group per conftest, so each server starts
+once. Each worker runs torch on one thread: two workers on two cores, not four threads
+fighting over them (model-server processes started by the tests choose their own threads,
+as in production).
 
 Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (as on CI machines): pytest
 then keeps each test module's rewritten bytecode, and the second worker and later runs
@@ -32,12 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _group(item: pytest.Item) -> str:
-    """The first of our session-wide fixtures the test uses, else its module."""
+    """The conftest of the first of our session-wide fixtures the test uses, else its module.
+    (A conftest's session fixtures often build on each other, as the UI's endpoints on its
+    gateway, or are used together, as the model servers' TGI and LMI personalities.)"""
     info = getattr(item, "_fixtureinfo", None)  # pytest's record of the test's fixtures
     for name, definitions in info.name2fixturedefs.items() if info else ():
-        ours = getattr(definitions[-1].func, "__module__", "").startswith("tests.")
-        if ours and definitions[-1].scope == "session" and name not in CHEAP:
-            return name
+        module = getattr(definitions[-1].func, "__module__", "")
+        if module.startswith("tests.") and definitions[-1].scope == "session":
+            if name not in CHEAP:
+                return module
     return item.nodeid.split("::")[0]
 
 

@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import os
+import select
 import signal
 import socket
 import ssl
@@ -28,10 +29,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psutil
 import pytest
 import uvicorn
@@ -40,6 +41,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from streamhost.client.boto import gateway_client
 from streamhost.ports import free_port
 from streamhost.processes import stop_leftovers
 
@@ -55,6 +57,8 @@ __all__ = [
     "VLLM_IMAGE",
     "GatewayProcess",
     "GatewayThread",
+    "MiB",
+    "PeakRss",
     "ServerThread",
     "assert_no_model_servers",
     "client",
@@ -62,14 +66,19 @@ __all__ = [
     "delete_endpoint",
     "descendants",
     "error_of",
+    "examples",
+    "exchange",
     "free_port",
     "http_ok",
     "interrupt_popen",
     "model_servers",
     "payload_bytes",
+    "read_until_closed",
     "running",
     "running_gateway",
+    "send_huge_field",
     "signed_headers",
+    "slow_clients",
     "start_model_server",
     "still_running",
     "stop_popen",
@@ -93,6 +102,14 @@ LMI_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.23.0-d
 # AWS's vLLM container for SageMaker (configured by SM_VLLM_* variables).
 VLLM_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.11.2-sagemaker-v1.2"
 FAST = {"Delay": 0.2, "MaxAttempts": 600}  # boto3 waiter config
+# `make check`, the quick tier, sets STREAMHOST_QUICK_TESTS=1 (see `examples`).
+QUICK = os.environ.get("STREAMHOST_QUICK_TESTS") == "1"
+
+
+def examples(count: int) -> int:
+    """How many examples a property test tries: `count` in the full suite (`make test`, CI),
+    a fifth of it (at least 20) in the quick tier."""
+    return max(20, count // 5) if QUICK else count
 
 
 # -- waiting -----------------------------------------------------------------------------
@@ -453,6 +470,93 @@ def _zombie(process: psutil.Process) -> bool:
         return False
 
 
+# -- raw HTTP on a socket: refusals, memory under hostile input -----------------------------
+
+
+MiB = 1024 * 1024
+
+
+class PeakRss:
+    """The peak of a process's resident memory over a `with` block, sampled every
+    millisecond; `growth` is how far it rose above where it started."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.start = self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.001):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def send_huge_field(port: int, path: str, size: int) -> bytes:
+    """Send a request whose header field `X-Big` is `size` bytes long, in 64 KiB pieces,
+    stopping once the server answers or closes; what it answered."""
+    piece = b"a" * (64 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Big: ".encode())
+        try:
+            for _ in range(size // len(piece)):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered (or closed) before the line ended
+                sock.sendall(piece)
+            sock.sendall(b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:  # closed with the rest of the request unread
+        pass
+    return answer
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send `request` whole; what the server answered until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_closed(sock)
+
+
+def slow_clients(port: int, sends: list[bytes]) -> list[tuple[float, bytes]]:
+    """One connection per item of `sends`, all at once: each sends its bytes and nothing
+    more. For each, (seconds until the server closed it, what the server answered)."""
+
+    def one(sent: bytes) -> tuple[float, bytes]:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(sent)
+            answer = read_until_closed(sock)
+        return time.monotonic() - started, answer
+
+    with ThreadPoolExecutor(len(sends)) as pool:
+        return list(pool.map(one, sends))
+
+
 # -- AWS clients, signed requests, deployments ----------------------------------------------
 
 
@@ -467,15 +571,8 @@ def client(
     """A boto3 client for the gateway; no retries, so every error is seen as it is.
     `verify`: for HTTPS, a CA bundle to trust (or False/True, as boto3 takes it)."""
     options = {"retries": {"total_max_attempts": 1}, "read_timeout": 120, **config}
-    return boto3.session.Session().client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=secret,
-        verify=verify,
-        config=Config(**options),
-    )
+    keys = {"aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": secret}
+    return gateway_client(service, url, REGION, keys, verify=verify, config=Config(**options))
 
 
 def signed_headers(

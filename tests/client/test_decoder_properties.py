@@ -17,6 +17,7 @@ from streamhost.client import (
     error_from_payload,
     error_from_response,
 )
+from tests.harness import examples
 
 KEYS = [
     "token", "text", "id", "logprob", "log_prob", "special", "special_token", "generated_text",
@@ -50,7 +51,7 @@ payloads = st.recursive(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(format=st.sampled_from(sorted(FORMATS)), payload=payloads)
 def test_any_payload_decodes_or_raises_a_stream_error(format: str, payload: Any):
     decoder = decoder_for(format)
@@ -62,7 +63,7 @@ def test_any_payload_decodes_or_raises_a_stream_error(format: str, payload: Any)
     decoder.result()
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(payload=payloads)
 def test_error_classification_never_fails(payload: Any):
     error = error_from_payload(payload)
@@ -70,7 +71,7 @@ def test_error_classification_never_fails(payload: Any):
     assert detect_format(payload) in (None, *FORMATS)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     status=st.integers(min_value=100, max_value=599),
     body=st.one_of(st.binary(max_size=200), payloads.map(lambda p: json.dumps(p).encode())),

@@ -17,6 +17,7 @@ from streamhost.client import (
     decode_eventstream,
     payload_parts,
 )
+from tests.harness import examples
 
 from .streamwire import (
     boto3_response,
@@ -142,7 +143,7 @@ def test_payload_parts_turns_botocore_event_stream_error_into_internal_stream_fa
         list(payload_parts(response["Body"]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(body=st.text(max_size=60), data=st.data())
 def test_payload_survives_any_framing_and_any_byte_split(body, data):
     payload = body.encode()
@@ -152,7 +153,7 @@ def test_payload_survives_any_framing_and_any_byte_split(body, data):
     assert b"".join(decode_eventstream(split_at(stream, byte_cuts))) == payload
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(body=st.text(max_size=60), data=st.data())
 def test_boto3_event_stream_of_the_same_frames_gives_the_same_payload(body, data):
     payload = body.encode()

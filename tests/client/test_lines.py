@@ -16,6 +16,7 @@ from streamhost.client import (
     aiter_lines,
     iter_lines,
 )
+from tests.harness import examples
 
 from .streamwire import split_at
 
@@ -123,7 +124,7 @@ async def test_aiter_lines_splits_an_async_byte_stream():
 line_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     lines=st.lists(line_text, max_size=8),
     crlf=st.booleans(),

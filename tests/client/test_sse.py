@@ -6,6 +6,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from streamhost.client import ServerSentEvent, SSEParser, aiter_sse, iter_sse
+from tests.harness import examples
 
 from .streamwire import split_at
 
@@ -130,7 +131,7 @@ sse_event = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(events=st.lists(sse_event, max_size=5), data=st.data())
 def test_parser_recovers_events_whatever_the_line_ends_spacing_and_chunking(events, data):
     line_ends = st.sampled_from(["\n", "\r", "\r\n"])

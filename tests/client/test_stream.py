@@ -20,6 +20,7 @@ from streamhost.client import (
     astream_text,
     stream_text,
 )
+from tests.harness import examples
 
 from .streamwire import (
     WIRE_FORMATS,
@@ -326,7 +327,7 @@ token_text = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     tokens=st.lists(token_text, max_size=12),
     name=st.sampled_from(sorted(WIRE_FORMATS)),
@@ -344,7 +345,7 @@ def test_any_text_in_any_format_survives_any_byte_split(tokens, name, framed, la
     assert text_of(chunks, content_type=content_type if labelled else None) == "".join(tokens)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     tokens=st.lists(token_text, max_size=12),
     name=st.sampled_from(sorted(WIRE_FORMATS)),

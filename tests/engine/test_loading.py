@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from streamhost.engine.config import EngineConfig
-from streamhost.engine.loader import ModelLoadError, load_model, resolve_model_path
+from streamhost.engine.llama import LlamaWeights
+from streamhost.engine.loader import ModelLoadError, has_own_code, load_model, resolve_model_path
 from streamhost.engine.tiny import build_tiny, folder_digest
+from streamhost.engine.tokenizer import PlainTokenizer
 
 
 def test_tiny_model_is_rebuilt_bit_for_bit(tmp_path, tiny_dir):
@@ -128,3 +131,31 @@ def test_models_path_prints_a_built_in_folder_and_refuses_others(capsys, tiny_di
     assert (
         "the built-in models are tiny, tiny-chat, random-1b; got 'gpt-9'" in capsys.readouterr().err
     )
+
+
+def test_trusting_remote_code_changes_nothing_for_a_folder_without_code(tiny_dir):
+    # The original blog's serving.properties says option.trust_remote_code=true: a Llama
+    # folder with no code of its own still gets the fast path and the plain tokenizer.
+    loaded = load_model(EngineConfig(model=str(tiny_dir), trust_remote_code=True))
+    assert isinstance(loaded.model, LlamaWeights)
+    assert isinstance(loaded.tokenizer, PlainTokenizer)
+
+
+def test_a_folders_own_model_code_runs_when_trusted(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    folder = tmp_path / "own-code"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_mine.MineForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_mine.py").write_text(
+        "from transformers import LlamaForCausalLM\n\n\n"
+        "class MineForCausalLM(LlamaForCausalLM):\n    pass\n"
+    )
+    assert has_own_code(folder, "AutoModelForCausalLM")
+    assert not has_own_code(folder, "AutoTokenizer")
+    trusted = load_model(EngineConfig(model=str(folder), trust_remote_code=True))
+    assert type(trusted.model).__name__ == "MineForCausalLM"
+    assert isinstance(trusted.tokenizer, PlainTokenizer)  # no tokenizer code of its own
+    untrusted = load_model(EngineConfig(model=str(folder)))
+    assert isinstance(untrusted.model, LlamaWeights)

@@ -7,13 +7,13 @@ import posixpath
 import tarfile
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamhost.client.boto import boto3_session
 from streamhost.gateway.artifacts import (
     ArtifactError,
     location_problem,
@@ -132,7 +132,7 @@ def test_https_locations_are_reported_as_unsupported():
 
 
 def s3_client_with(responses: list[tuple[str, dict, dict]]):
-    client = boto3.session.Session().client(
+    client = boto3_session().client(
         "s3", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
     )
     stubber = Stubber(client)
@@ -190,7 +190,7 @@ def test_an_uncompressed_s3_prefix_is_copied_key_by_key(tmp_path):
 
 
 def test_an_s3_error_becomes_the_failure_reason(tmp_path):
-    client = boto3.session.Session().client(
+    client = boto3_session().client(
         "s3", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
     )
     stubber = Stubber(client)

@@ -156,9 +156,10 @@ def test_a_policy_on_a_metric_of_another_service_is_refused(module_gateway):
 
 
 def test_the_endpoint_grows_with_concurrent_streams_and_shrinks_after_them(tmp_path):
-    # At 1/60 of AWS's timing: 1 s periods, scale-out after 3 s above target, scale-in after
-    # 15 s below 90 % of it, cooldowns of 1 s.
-    with running_gateway(tmp_path / "state", autoscaling_time_scale=1 / 60) as gateway:
+    # At 1/120 of AWS's timing: 1 s periods (the metrics' finest), scale-out after 3 s above
+    # target, scale-in after 8 s below 90 % of it (15 min / 120, in whole periods), cooldowns
+    # of 0.5 s.
+    with running_gateway(tmp_path / "state", autoscaling_time_scale=1 / 120) as gateway:
         sm, smr, aas = gateway.sm(), gateway.smr(), gateway.autoscaling()
         create_synthetic_endpoint(sm, "elastic", count=1)
         register(aas, "elastic", 1, 3)

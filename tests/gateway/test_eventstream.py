@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 
-import boto3
 import botocore.parsers
 import botocore.session
 import pytest
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamhost.client import eventencode
+from streamhost.client.boto import boto3_session
 from streamhost.client.eventencode import (
     CONTENT_TYPE,
     MAX_PAYLOAD_LENGTH,
@@ -39,6 +39,7 @@ from streamhost.client.eventencode import (
     model_stream_error,
     payload_part,
 )
+from tests.harness import examples
 
 from ..loopback import LoopbackHTTPServer
 
@@ -189,7 +190,7 @@ def as_botocore_decodes(value):
     return value
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(headers=st.dictionaries(st.text(min_size=1, max_size=30), header_values, max_size=6))
 def test_arbitrary_headers_round_trip_through_botocore(headers):
     (message,) = decode_all(encode_message(headers, b"x"))
@@ -244,7 +245,7 @@ def test_internal_stream_failure_raises_event_stream_error(response_stream_opera
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -338,7 +339,7 @@ def test_boto3_reads_frames_streamed_over_loopback_http():
     server.frames = frames  # type: ignore[attr-defined]
     server.start()
     try:
-        client = boto3.client(
+        client = boto3_session().client(
             "sagemaker-runtime",
             endpoint_url=server.url,
             region_name="us-east-1",

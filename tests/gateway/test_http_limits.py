@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import select
 import socket
-import threading
 from typing import Any
 
 import psutil
@@ -24,74 +23,7 @@ from streamhost.uvicorn_http import (
     UvicornMismatch,
     check_uvicorn,
 )
-
-MiB = 1024 * 1024
-
-
-class PeakRss:
-    """The peak of a process's resident memory over a `with` block, sampled every
-    millisecond; `growth` is how far it rose above where it started."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.start = self.peak = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self.start = self.peak = self.process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.001):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
-
-
-def send_huge_field(port: int, path: str, size: int) -> bytes:
-    """Send a request whose header field `X-Big` is `size` bytes long, in 64 KiB pieces,
-    stopping once the server answers or closes; what it answered."""
-    piece = b"a" * (64 * 1024)
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Big: ".encode())
-        try:
-            for _ in range(size // len(piece)):
-                if select.select([sock], [], [], 0)[0]:
-                    break  # answered (or closed) before the line ended
-                sock.sendall(piece)
-            sock.sendall(b"\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return read_until_closed(sock)
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:  # closed with the rest of the request unread
-        pass
-    return answer
-
-
-def exchange(port: int, request: bytes) -> bytes:
-    """Send `request` whole; what the server answered until it closed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        try:
-            sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return read_until_closed(sock)
+from tests.harness import MiB, PeakRss, exchange, read_until_closed, send_huge_field
 
 
 def aws_error(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:

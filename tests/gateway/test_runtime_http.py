@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tests.harness import (
     payload_bytes,
     running_gateway,
     signed_headers,
+    slow_clients,
     tgi_body,
     wait_for,
 )
@@ -209,18 +209,6 @@ def hasty(tmp_path: Path):
         yield live
 
 
-def slow_client(gateway, sent: bytes) -> tuple[float, bytes]:
-    """Connect, send `sent` and nothing more; (seconds until the gateway closed, what it
-    answered)."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", gateway.settings.port), timeout=20) as sock:
-        sock.sendall(sent)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    return time.monotonic() - started, answer
-
-
 def test_a_client_too_slow_to_send_its_request_is_answered_408(hasty):
     body = tgi_body()
     runtime = raw_request(hasty, body).replace(b"/endpoints/warm/", b"/endpoints/any/")
@@ -228,8 +216,12 @@ def test_a_client_too_slow_to_send_its_request_is_answered_408(hasty):
         b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
         b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{"
     )
-    for sent in (runtime[:40], runtime + body[:5], control):  # headers, then bodies, cut
-        seconds, answer = slow_client(hasty, sent)
+    # Headers, then bodies, cut; and a connection that never sends anything.
+    *cut, (seconds, answer) = slow_clients(
+        hasty.settings.port, [runtime[:40], runtime + body[:5], control, b""]
+    )
+    assert 0.9 < seconds < 10 and answer == b""
+    for seconds, answer in cut:
         assert 0.9 < seconds < 10
         head, _, document = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 ")
@@ -239,8 +231,6 @@ def test_a_client_too_slow_to_send_its_request_is_answered_408(hasty):
             "__type": "RequestTimeoutException",
             "message": "The request did not arrive whole within 1 seconds.",
         }
-    seconds, answer = slow_client(hasty, b"")  # a connection that never sends anything
-    assert 0.9 < seconds < 10 and answer == b""
     # Nothing is left of them: no connection, no request task.
     state = hasty.server.server_state
     wait_for(lambda: not state.connections and not state.tasks, what="connections to end")

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote, urlsplit
 
-import boto3
 import botocore.auth
 import pytest
 from botocore.auth import SigV4Auth
@@ -22,6 +21,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamhost.client.boto import boto3_session
 from streamhost.gateway import sigv4
 from streamhost.gateway.errors import AwsError
 from streamhost.gateway.settings import SettingsError, build_settings
@@ -38,6 +38,7 @@ from streamhost.gateway.sigv4 import (
     UnrecognizedClientException,
     verify,
 )
+from tests.harness import examples
 
 from ..loopback import LoopbackHTTPServer
 
@@ -97,7 +98,7 @@ def boto3_request(
     session_token: str | None = None,
 ) -> SignedRequest:
     """Sign a request with a real boto3 client and return it as it would go on the wire."""
-    session = boto3.Session(
+    session = boto3_session(
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         aws_session_token=session_token,
@@ -450,7 +451,7 @@ def verifying_server(store):
 
 
 def real_client(service: str, endpoint_url: str, secret_key: str = SECRET_KEY):
-    return boto3.client(
+    return boto3_session().client(
         service,
         endpoint_url=endpoint_url,
         region_name="us-east-1",
@@ -504,7 +505,9 @@ _HEADER_VALUE = st.lists(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     segments=st.lists(_PATH_SEGMENT, min_size=1, max_size=4),

@@ -17,17 +17,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import botocore.auth
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 
 from streamhost.gateway.sigv4 import CredentialStore, SigV4Error, verify
 from tests.harness import ACCESS_KEY, REGION, SECRET_KEY, running_gateway, tgi_body
+from tests.harness import client as harness_client
 
 TOKEN_KEY = "AKIDWITHTOKEN"
 TOKEN_SECRET = "secret-of-the-key-with-a-token"
@@ -63,6 +62,13 @@ def gateway(tmp_path_factory):
         tmp_path_factory.mktemp("sigv4-entry-points") / "state", credentials=credential_store()
     ) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def web():
+    """One HTTP client for the module (a new one per request loads the CA bundle each time)."""
+    with httpx.Client(timeout=30) as client:
+        yield client
 
 
 @dataclass(frozen=True)
@@ -135,13 +141,8 @@ class Signer:
         def capture(request: Any, **_: Any) -> None:
             raise Captured(request)
 
-        client = boto3.session.Session().client(
-            "sagemaker-runtime" if self.plane == "runtime" else "sagemaker",
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=secret,
-            config=Config(retries={"total_max_attempts": 1}),
+        client = harness_client(
+            "sagemaker-runtime" if self.plane == "runtime" else "sagemaker", self.url, secret
         )
         client.meta.events.register("before-send", capture)
         with pytest.raises(Captured) as captured:
@@ -398,10 +399,10 @@ def as_http_server_hands_it(request: Request, store: CredentialStore) -> Outcome
     return _verified_in_process(request, message, store)
 
 
-def through_the_gateway(request: Request, url: str) -> Outcome:
+def through_the_gateway(request: Request, url: str, web: httpx.Client) -> Outcome:
     # httpx sets the length of what is sent (a changed body differs in size).
     headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
-    response = httpx.post(url + request.target, content=request.body, headers=headers, timeout=30)
+    response = web.post(url + request.target, content=request.body, headers=headers)
     if response.status_code != 403:
         return "verified", ""
     code = response.headers["x-amzn-errortype"]
@@ -423,7 +424,7 @@ def _without_the_clock(outcome: Outcome, request: Request) -> Outcome:
 
 @pytest.mark.parametrize("plane", sorted(PLANES))
 @pytest.mark.parametrize(("build", "code", "wording"), CASES)
-def test_every_entry_point_gives_the_same_answer(gateway, plane, build, code, wording):
+def test_every_entry_point_gives_the_same_answer(gateway, web, plane, build, code, wording):
     request = build(Signer(gateway.url, plane))
     store = credential_store()
     outcomes: dict[str, list[Outcome]] = {}
@@ -434,7 +435,7 @@ def test_every_entry_point_gives_the_same_answer(gateway, plane, build, code, wo
             ("gateway's shape", as_the_gateway_hands_it(request, store)),
             ("client's shape", as_the_client_wrote_it(request, store)),
             ("http.server's shape", as_http_server_hands_it(request, store)),
-            ("running gateway", through_the_gateway(request, gateway.url)),
+            ("running gateway", through_the_gateway(request, gateway.url, web)),
         ):
             outcomes.setdefault(name, []).append(_without_the_clock(outcome, request))
     first = outcomes["gateway's shape"][0]

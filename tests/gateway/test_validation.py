@@ -13,6 +13,7 @@ from streamhost.gateway.control import OPERATIONS, ControlPlane
 from streamhost.gateway.errors import AwsError
 from streamhost.gateway.store import Store
 from streamhost.gateway.validation import java_pattern, sagemaker_model, validate_input
+from tests.harness import examples
 
 NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
 
@@ -201,7 +202,7 @@ shaped_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operation=st.sampled_from(sorted(OPERATIONS)), params=shaped_values)
 def test_any_json_input_raises_only_aws_errors(operation: str, params: Any):
     try:
@@ -225,7 +226,7 @@ class _NoDeployer:
         return {}
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operation=st.sampled_from(sorted(OPERATIONS)), params=shaped_values)
 def test_the_control_plane_answers_any_json_with_an_aws_error_or_a_result(
     operation: str, params: Any

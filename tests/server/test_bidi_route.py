@@ -139,9 +139,10 @@ def test_the_history_goes_before_each_turn(tgi_server):
     assert second - first > 4 and third - second > 4
 
 
-def test_only_its_gateway_may_connect(tiny_dir, tmp_path):
+def test_only_its_gateway_may_connect(tmp_path):
     server = start_model_server(
-        {"HF_MODEL_ID": "tiny", "STREAMHOST_INSTANCE_SECRET": "s3cret"}, model_dir=str(tmp_path)
+        {"HF_MODEL_ID": "synthetic:1", "STREAMHOST_INSTANCE_SECRET": "s3cret"},
+        model_dir=str(tmp_path),
     )
     try:
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ import pytest
 
 from streamhost import cli
 from streamhost.uvicorn_http import MAX_FIELD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
-from tests.gateway.test_http_limits import MiB, PeakRss, exchange, send_huge_field
-from tests.harness import free_port
+from tests.harness import MiB, PeakRss, exchange, free_port, send_huge_field, slow_clients
 
 
 @dataclass
@@ -139,26 +137,16 @@ def test_a_url_over_its_limit_is_refused_414(server):
     assert "URL exceeds" in document["error"]
 
 
-def slow_client(server: ServerProcess, sent: bytes) -> tuple[float, bytes]:
-    """Connect, send `sent` and nothing more; (seconds until the server closed, what it
-    answered)."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-        sock.sendall(sent)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    return time.monotonic() - started, answer
-
-
 def test_a_client_too_slow_to_send_its_request_is_answered_408(server):
     body = b'{"inputs": "hello", "parameters": {"max_new_tokens": 2}}'
     request = (
         b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
-    for sent in (request[:30], request + body[:5]):  # headers, then the body, cut short
-        seconds, answer = slow_client(server, sent)
+    # Headers, then the body, cut short; and a connection that never sends anything.
+    *cut, (seconds, answer) = slow_clients(server.port, [request[:30], request + body[:5], b""])
+    assert 0.9 < seconds < 10 and answer == b""
+    for seconds, answer in cut:
         assert 0.9 < seconds < 10
         assert tgi_refusal(answer) == (
             408,
@@ -167,8 +155,6 @@ def test_a_client_too_slow_to_send_its_request_is_answered_408(server):
                 "error_type": "request_timeout",
             },
         )
-    seconds, answer = slow_client(server, b"")  # a connection that never sends anything
-    assert 0.9 < seconds < 10 and answer == b""
     assert still_serving(server)
 
 

@@ -195,7 +195,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
         device = pick_device(config.device)
         config_dtype = model_config.get("dtype") or model_config.get("torch_dtype")
         dtype = pick_dtype(config.dtype, device, config_dtype)
-        if config.fast_path and not config.trust_remote_code and llama.loadable(path, model_config):
+        own_code = config.trust_remote_code and has_own_code(path, "AutoModelForCausalLM")
+        if config.fast_path and not own_code and llama.loadable(path, model_config):
             model: Any = llama.load_weights(path, model_config, device, dtype)
             token_count = model.vocab_size
         else:
@@ -230,6 +231,18 @@ def load_model(config: EngineConfig) -> LoadedModel:
 
 def _read_json(file: Path) -> dict:
     return json.loads(file.read_text("utf-8")) if file.is_file() else {}
+
+
+def has_own_code(path: Path, auto_class: str) -> bool:
+    """Whether the model folder ``path`` brings code of its own for ``auto_class``
+    (``AutoTokenizer``, ``AutoModelForCausalLM``): an ``auto_map`` entry in its tokenizer or
+    model config, which is all that ``trust_remote_code`` makes transformers run. A folder
+    without one loads as it would untrusted (the Llama fast path, the plain tokenizer)."""
+    for name in ("tokenizer_config.json", "config.json"):
+        auto_map = _read_json(path / name).get("auto_map")
+        if isinstance(auto_map, dict) and auto_class in auto_map:
+            return True
+    return False
 
 
 def make_vocab(path: Path, tokenizer: Any, model_config: dict | None = None) -> Vocab:

@@ -37,8 +37,12 @@ _NAMED_SPECIALS = (
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
-    """The tokenizer of the model folder ``path``: :class:`PlainTokenizer` where it applies."""
-    plain = PlainTokenizer.from_folder(path) if not trust_remote_code else None
+    """The tokenizer of the model folder ``path``: :class:`PlainTokenizer` where it applies
+    (not for a folder whose own tokenizer code is trusted)."""
+    from streamhost.engine.loader import has_own_code
+
+    own_code = trust_remote_code and has_own_code(path, "AutoTokenizer")
+    plain = PlainTokenizer.from_folder(path) if not own_code else None
     if plain is not None:
         return plain
     from transformers import AutoTokenizer

@@ -385,10 +385,11 @@ def _split_s3(location: str) -> tuple[str, str]:
 
 
 def _default_s3_client() -> Any:
-    import boto3
     from botocore.config import Config
 
+    from streamhost.client.boto import boto3_session
+
     # boto3 reads AWS_ENDPOINT_URL_S3, the region and credentials from the environment.
-    return boto3.session.Session().client(
+    return boto3_session().client(
         "s3", config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3})
     )
