@@ -26,6 +26,7 @@ sys.dont_write_bytecode = False
 CHEAP = {"tiny_dir"}  # session fixtures too cheap to keep their tests on one worker
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
@@ -46,6 +47,12 @@ def _group(item: pytest.Item) -> str:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    grouped = any("@" in item.nodeid for item in session.items)
+    if getattr(session.config.option, "loadgroup", False) and session.items and not grouped:
+        raise pytest.UsageError(
+            f"pytest-xdist's --dist loadgroup does not apply the test groups with pytest "
+            f"{pytest.__version__}: install the pytest version pyproject.toml bounds"
+        )
     torch = sys.modules.get("torch")  # imported by the test modules that need it
     if torch is not None and getattr(session.config, "workerinput", None) is not None:
         torch.set_num_threads(1)

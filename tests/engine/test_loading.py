@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from streamhost.engine.config import EngineConfig
-from streamhost.engine.llama import LlamaWeights
 from streamhost.engine.loader import ModelLoadError, has_own_code, load_model, resolve_model_path
 from streamhost.engine.tiny import build_tiny, folder_digest
 from streamhost.engine.tokenizer import PlainTokenizer
@@ -136,12 +135,16 @@ def test_models_path_prints_a_built_in_folder_and_refuses_others(capsys, tiny_di
 def test_trusting_remote_code_changes_nothing_for_a_folder_without_code(tiny_dir):
     # The original blog's serving.properties says option.trust_remote_code=true: a Llama
     # folder with no code of its own still gets the fast path and the plain tokenizer.
+    from streamhost.engine.llama import LlamaWeights  # imports torch: not at collection
+
     loaded = load_model(EngineConfig(model=str(tiny_dir), trust_remote_code=True))
     assert isinstance(loaded.model, LlamaWeights)
     assert isinstance(loaded.tokenizer, PlainTokenizer)
 
 
 def test_a_folders_own_model_code_runs_when_trusted(tiny_dir, tmp_path, monkeypatch):
+    from streamhost.engine.llama import LlamaWeights
+
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     folder = tmp_path / "own-code"
     shutil.copytree(tiny_dir, folder)

@@ -7,20 +7,20 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from streamhost.engine import SamplingParams
-from streamhost.engine.llama import GROWTH, LlamaRunner
-from streamhost.engine.sampling import RowSampler
 
 from .conftest import greedy_alone
 
-# Hundreds of decode steps, each checked against transformers' generate.
+# Hundreds of decode steps, each checked against transformers' generate. (torch and the
+# runner are imported by the test: collecting it costs no worker the torch import.)
 pytestmark = pytest.mark.slow
 
 
 class Row:
     def __init__(self, prompt_ids: list[int], budget: int) -> None:
+        from streamhost.engine.sampling import RowSampler
+
         self.prompt_ids = prompt_ids
         self.output_ids: list[int] = []
         self.sampler = RowSampler(SamplingParams())
@@ -28,6 +28,10 @@ class Row:
 
 
 def test_rows_joining_and_leaving_decode_what_they_decode_alone(engine, reference):
+    import torch
+
+    from streamhost.engine.llama import GROWTH, LlamaRunner
+
     rng = random.Random(7)
 
     def row(prompt_len: int, budget: int) -> Row:

@@ -5,10 +5,9 @@ and what it says when the conversation's endpoint goes away."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from streamhost.client.boto import gateway_client
 from streamhost.deploy import DeploySpec, delete_endpoint, deploy
@@ -17,6 +16,9 @@ from streamhost.ui.choice import markdown_text
 from tests.harness import GatewayProcess, wait_for
 
 from .conftest import KEYS, REPO
+
+if TYPE_CHECKING:  # Streamlit is imported by the tests, not by every worker's collection
+    from streamlit.testing.v1 import AppTest
 
 # The chat page against the UI tests' gateway and its tiny-model endpoint.
 pytestmark = pytest.mark.slow
@@ -48,6 +50,9 @@ def broken_endpoint(
 @pytest.fixture
 def page(gateway_home: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     """The page, talking to the gateway, its endpoint list read afresh."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
     monkeypatch.setenv("STREAMHOST_GATEWAY_URL", gateway_home.url)
     st.cache_data.clear()
     return AppTest.from_file(str(APP), default_timeout=120)

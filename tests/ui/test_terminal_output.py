@@ -16,9 +16,9 @@ import pytest
 
 from streamhost.chat import run_chat
 from streamhost.deploy import delete_endpoint
-from streamhost.endpoints.clients import control_client
+from streamhost.endpoints.clients import control_client, invocation_client
 from streamhost.endpoints.invocation import GenerationParameters
-from tests.harness import GatewayProcess, free_port
+from tests.harness import GatewayProcess, free_port, payload_bytes, tgi_body
 
 from .conftest import KEYS, REPO, streamhost_command
 
@@ -132,11 +132,12 @@ def test_watch_prints_each_variants_live_figures(
     ui_gateway: GatewayProcess, slow_endpoint: str
 ) -> None:
     # Three streamed invocations, then two refreshes of the watch, piped: a table each.
+    runtime = invocation_client(ui_gateway.url, KEYS)
     for _ in range(3):
-        status, _, err = run_command(
-            ui_gateway, "invoke", slow_endpoint, "hi", "--max-new-tokens", "4", "--stream"
+        response = runtime.invoke_endpoint_with_response_stream(
+            EndpointName=slow_endpoint, Body=tgi_body("hi", 4), ContentType="application/json"
         )
-        assert status == 0, err
+        assert b"generated_text" in payload_bytes(response)
     status, out, err = run_command(
         ui_gateway,
         "endpoints",
