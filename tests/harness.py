@@ -58,6 +58,7 @@ __all__ = [
     "GatewayProcess",
     "GatewayThread",
     "MiB",
+    "ModelServerProcess",
     "PeakRss",
     "ServerThread",
     "assert_no_model_servers",
@@ -377,6 +378,59 @@ class GatewayProcess:
 # -- processes left behind -----------------------------------------------------------------
 
 
+class ModelServerProcess:
+    """`streamhost serve-model ARGS` in a child process of `python` (ours by default), its
+    output in `log`, the environment this one's updated with `env`. A session fixture's
+    server (`shared=True`) is not a left-over of the tests that run while it serves."""
+
+    def __init__(
+        self,
+        log: Path,
+        *args: str,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        shared: bool = False,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = [python, "-m", "streamhost.cli", "serve-model", "--port", str(self.port), *args]
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                argv,
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.process = psutil.Process(self.popen.pid)
+        if shared:
+            SHARED_SERVERS.add(self.popen.pid)
+
+    def wait_ready(self, timeout: float) -> ModelServerProcess:
+        def ready() -> bool:
+            assert self.popen.poll() is None, f"serve-model exited:\n{self.log_tail()}"
+            return http_ok(self.url + "/ping")
+
+        wait_for(ready, timeout, "the model server to load", interval=0.1)
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 60.0) -> None:
+        # vLLM's engine core and worker finish their own shutdown after the server's
+        # process has exited: on a busy machine that has taken more than 10 s.
+        leftovers = stop_popen(self.popen, timeout, grace=60)
+        SHARED_SERVERS.discard(self.popen.pid)
+        assert not leftovers, f"left running: {leftovers}"
+
+
+# Model servers that session fixtures hold (pids): `model_servers` does not count them.
+SHARED_SERVERS: set[int] = set()
+
+
 def running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
     """Those of `processes` still running (not gone, not zombies)."""
     alive = []
@@ -446,6 +500,8 @@ def model_servers(under: Path | None = None) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
             cmdline = process.cmdline()
             if "serve-model" not in cmdline or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if process.pid in SHARED_SERVERS:
                 continue
             if under is None or any(str(under) in part for part in cmdline):
                 found.append(process)

@@ -2,6 +2,8 @@
 
 - `stop_signals` turns SIGINT, SIGTERM and SIGHUP into `Stop`, so that a command stops its
   children whichever of them arrives.
+- `interrupts_held` holds Ctrl-C back while a child is handed its start (on the main
+  thread), and raises it after.
 - `exit_with_parent` has the kernel stop a child when its parent dies, even by SIGKILL.
 - `signal_group` signals a whole process group: a child started with
   ``start_new_session=True`` and everything it started.
@@ -20,6 +22,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,6 +33,7 @@ __all__ = [
     "KILL_WAIT_SECONDS",
     "Stop",
     "exit_with_parent",
+    "interrupts_held",
     "signal_group",
     "stop_leftovers",
     "stop_process",
@@ -66,6 +70,27 @@ def stop_signals() -> Iterator[list[int]]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT back over the block and deliver it after, to the handler it had: for
+    ``multiprocessing``'s start of a spawned child, which writes the child's start data to
+    a pipe; interrupted half-way, the child reads a cut pickle and prints a traceback. Off
+    the main thread (where Python runs signal handlers) it holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and callable(previous):
+        previous(signal.SIGINT, held[0])
+    elif held and previous == signal.SIG_DFL:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -6,73 +6,30 @@ request gets 408 at `--request-timeout`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from streamhost import cli
 from streamhost.uvicorn_http import MAX_FIELD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
-from tests.harness import MiB, PeakRss, exchange, free_port, send_huge_field, slow_clients
-
-
-@dataclass
-class ServerProcess:
-    port: int
-    process: psutil.Process
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+from tests.harness import MiB, ModelServerProcess, PeakRss, exchange, send_huge_field, slow_clients
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory) -> Iterator[ModelServerProcess]:
     """`streamhost serve-model` with a synthetic model and a 1 s request timeout."""
     folder = tmp_path_factory.mktemp("limits")
-    port = free_port()
-    argv = [sys.executable, "-m", "streamhost.cli", "--log-level", "warning", "serve-model"]
-    argv += ["--model", "synthetic:1", "--model-dir", str(folder), "--port", str(port)]
-    argv += ["--request-timeout", "1"]
-    log = (folder / "server.log").open("wb")
-    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    live = ServerProcess(port, psutil.Process(popen.pid))
+    args = ["--model", "synthetic:1", "--model-dir", str(folder), "--request-timeout", "1"]
+    live = ModelServerProcess(folder / "server.log", *args)
     try:
-        wait_ready(live, popen, folder / "server.log")
-        yield live
+        yield live.wait_ready(120)
     finally:
-        popen.terminate()
-        try:
-            popen.wait(30)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        log.close()
+        live.stop(30)
 
 
-def wait_ready(live: ServerProcess, popen: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"serve-model exited {popen.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(live.url + "/ping", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("serve-model did not become ready")
-
-
-def still_serving(server: ServerProcess) -> bool:
+def still_serving(server: ModelServerProcess) -> bool:
     r = httpx.post(
         server.url + "/generate", json={"inputs": "ok", "parameters": {"max_new_tokens": 2}}
     )

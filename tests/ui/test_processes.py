@@ -17,6 +17,7 @@ import pytest
 
 from streamhost.processes import (
     Stop,
+    interrupts_held,
     signal_group,
     stop_leftovers,
     stop_process,
@@ -190,3 +191,13 @@ def test_a_child_set_to_exit_with_its_parent_gets_sigterm_when_the_parent_is_kil
         assert not still_running([child], 10), "the child outlived its killed parent"
     finally:
         stop_leftovers([child], 1)
+
+
+def test_ctrl_c_is_held_back_over_a_childs_start_and_raised_after() -> None:
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs the handler between bytecodes: here, if at all
+        reached_the_end = True
+    assert reached_the_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -11,13 +11,13 @@ installed the whole tier is skipped with one line saying why.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.vllm.tier import VLLM_PYTHON, VLLM_START_TIMEOUT, ModelServerProcess
+from tests.harness import ModelServerProcess
+from tests.vllm.tier import VLLM_ENV, VLLM_PYTHON, VLLM_START_TIMEOUT
 
 # What the model servers' own `tgi_server` (tests/server/conftest.py) is started with, so
 # the client suite imported into test_clients_on_vllm.py asserts the same limits.
@@ -29,7 +29,9 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServe
     """One `serve-model --engine vllm` on `tiny` in float32, shared by the tier."""
     assert VLLM_PYTHON is not None
     log = tmp_path_factory.mktemp("vllm") / "serve-model.log"
-    server = ModelServerProcess(VLLM_PYTHON, log, "--engine", "vllm", env=TGI_ENV)
+    server = ModelServerProcess(
+        log, "--engine", "vllm", python=VLLM_PYTHON, env={**VLLM_ENV, **TGI_ENV}, shared=True
+    )
     try:
         server.wait_ready(VLLM_START_TIMEOUT)
         # vLLM's first requests after its start can take seconds more on a busy machine;
@@ -46,7 +48,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServe
 def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
     """Our engine on the same model, for the comparisons (seconds to start)."""
     log = tmp_path_factory.mktemp("builtin") / "serve-model.log"
-    server = ModelServerProcess(sys.executable, log, "--engine", "builtin", env=TGI_ENV)
+    server = ModelServerProcess(log, "--engine", "builtin", env=TGI_ENV, shared=True)
     try:
         yield server.wait_ready(120)
     finally:

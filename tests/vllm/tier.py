@@ -1,5 +1,5 @@
-"""What the vLLM tier's modules share: vLLM's Python, the tier's marks, a model-server
-process (see conftest.py for the layout)."""
+"""What the vLLM tier's modules share: vLLM's Python and the tier's marks (see conftest.py
+for the layout)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.harness import free_port, http_ok, stop_popen, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_START_TIMEOUT = 600.0  # its warm-up: 1–2.5 min here, longer while the suite runs
@@ -46,39 +44,3 @@ TIER = [
     pytest.mark.xdist_group("vllm"),
     pytest.mark.skipif(VLLM_PYTHON is None, reason=SKIP_REASON),
 ]
-
-
-class ModelServerProcess:
-    """`streamhost serve-model` in a child process of a given Python."""
-
-    def __init__(self, python: str, log: Path, *args: str, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        argv = [python, "-m", "streamhost.cli", "serve-model", "--port", str(self.port), *args]
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                argv,
-                env={**os.environ, **VLLM_ENV, **(env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float) -> ModelServerProcess:
-        def ready() -> bool:
-            assert self.popen.poll() is None, f"serve-model exited:\n{self.log_tail()}"
-            return http_ok(self.url + "/ping")
-
-        wait_for(ready, timeout, "the model server to load", interval=0.5)
-        return self
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        # vLLM's engine core and worker finish their own shutdown after the server's
-        # process has exited: on a busy machine that has taken more than 10 s.
-        leftovers = stop_popen(self.popen, 60, grace=60)
-        assert not leftovers, f"left running: {leftovers}"

@@ -25,6 +25,7 @@ from streamhost.engine.metrics import EngineMetrics
 from streamhost.engine.protocol import ModelInfo
 from streamhost.engine.scheduler import Sequence
 from streamhost.engine.types import FinishReason, TokenEvent
+from streamhost.processes import interrupts_held
 
 log = logging.getLogger("streamhost.engine")
 
@@ -171,7 +172,8 @@ class ProcessHost(SchedulerHost):
             target=engine_main, args=(child, child_config), name="streamhost-engine", daemon=True
         )
         spawned = time.time()
-        process.start()
+        with interrupts_held():  # Ctrl-C now would leave the child a cut start message
+            process.start()
         child.close()
         self._child = (parent, process, path, spawned)
 
