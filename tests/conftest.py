@@ -26,11 +26,29 @@ sys.dont_write_bytecode = False
 CHEAP = {"tiny_dir"}  # session fixtures too cheap to keep their tests on one worker
 
 
+# Groups are handed to the workers longest first, as far as marks tell (`make test` runs
+# with --no-loadscope-reorder, which keeps this order): a tier's shared server or cluster
+# (minutes), then the slow, browser and reliability tests, then the rest, each by its
+# number of tests. A long group handed out last keeps one worker busy while the others
+# idle: xdist's own order (by number of tests alone) ended the run with the bench scenarios.
+TIERS, LONG = ("vllm", "ray"), ("slow", "browser", "reliability")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups: dict[str, list[pytest.Item]] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
+        marker = item.get_closest_marker("xdist_group")
+        name = str(marker.args[0]) if marker is not None else _group(item)
+        if marker is None:
+            item.add_marker(pytest.mark.xdist_group(name))
+        groups.setdefault(name, []).append(item)
+
+    def rank(members: list[pytest.Item]) -> tuple[int, int]:
+        marks = {mark.name for item in members for mark in item.iter_markers()}
+        return (0 if marks & set(TIERS) else 1 if marks & set(LONG) else 2, -len(members))
+
+    items[:] = [item for members in sorted(groups.values(), key=rank) for item in members]
 
 
 def _group(item: pytest.Item) -> str:

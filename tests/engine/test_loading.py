@@ -142,6 +142,7 @@ def test_trusting_remote_code_changes_nothing_for_a_folder_without_code(tiny_dir
     assert isinstance(loaded.tokenizer, PlainTokenizer)
 
 
+@pytest.mark.slow  # transformers' model classes: ~3 s of imports
 def test_a_folders_own_model_code_runs_when_trusted(tiny_dir, tmp_path, monkeypatch):
     from streamhost.engine.llama import LlamaWeights
 
