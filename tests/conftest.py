@@ -28,10 +28,11 @@ CHEAP = {"tiny_dir"}  # session fixtures too cheap to keep their tests on one wo
 
 # Groups are handed to the workers longest first, as far as marks tell (`make test` runs
 # with --no-loadscope-reorder, which keeps this order): a tier's shared server or cluster
-# (minutes), then the slow, browser and reliability tests, then the rest, each by its
-# number of tests. A long group handed out last keeps one worker busy while the others
-# idle: xdist's own order (by number of tests alone) ended the run with the bench scenarios.
-TIERS, LONG = ("vllm", "ray"), ("slow", "browser", "reliability")
+# (minutes), then the slow, browser and reliability tests, then those marked `waits` (a
+# test that mostly waits, tens of seconds), then the rest, each by its number of tests. A
+# long group handed out last keeps one worker busy while the others idle: xdist's own
+# order (by number of tests alone) ended the run with the bench scenarios.
+RANKS = (("vllm", "ray"), ("slow", "browser", "reliability"), ("waits",))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into node ids
@@ -46,7 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def rank(members: list[pytest.Item]) -> tuple[int, int]:
         marks = {mark.name for item in members for mark in item.iter_markers()}
-        return (0 if marks & set(TIERS) else 1 if marks & set(LONG) else 2, -len(members))
+        first = next((i for i, names in enumerate(RANKS) if marks & set(names)), len(RANKS))
+        return first, -len(members)
 
     items[:] = [item for members in sorted(groups.values(), key=rank) for item in members]
 

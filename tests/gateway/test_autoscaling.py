@@ -155,6 +155,7 @@ def test_a_policy_on_a_metric_of_another_service_is_refused(module_gateway):
     assert "is not for SageMaker variants" in code_and_message(raised)[1]
 
 
+@pytest.mark.waits  # scaling periods: ~16 s
 def test_the_endpoint_grows_with_concurrent_streams_and_shrinks_after_them(tmp_path):
     # At 1/120 of AWS's timing: 1 s periods (the metrics' finest), scale-out after 3 s above
     # target, scale-in after 8 s below 90 % of it (15 min / 120, in whole periods), cooldowns
