@@ -4,7 +4,7 @@
 is one group, so a module's shared servers start once, on one worker; tests that use a
 session-wide server of a conftest (the UI tests' gateway and its endpoints, the model
 servers' `tgi_server` and `lmi_server`) are one group per conftest, so each server starts
-once. Each worker runs torch on one thread: two workers on two cores, not four threads
+once. Each worker runs torch on one thread: three workers on two cores, not six threads
 fighting over them (model-server processes started by the tests choose their own threads,
 as in production).
 
@@ -60,9 +60,9 @@ def _group(item: pytest.Item) -> str:
     info = getattr(item, "_fixtureinfo", None)  # pytest's record of the test's fixtures
     for name, definitions in info.name2fixturedefs.items() if info else ():
         module = getattr(definitions[-1].func, "__module__", "")
-        if module.startswith("tests.") and definitions[-1].scope == "session":
-            if name not in CHEAP:
-                return module
+        shared = definitions[-1].scope == "session" and name not in CHEAP
+        if shared and module.startswith("tests."):
+            return module
     return item.nodeid.split("::")[0]
 
 

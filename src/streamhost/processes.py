@@ -78,11 +78,12 @@ def interrupts_held() -> Iterator[None]:
     ``multiprocessing``'s start of a spawned child, which writes the child's start data to
     a pipe; interrupted half-way, the child reads a cut pickle and prints a traceback. Off
     the main thread (where Python runs signal handlers) it holds nothing back."""
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)  # None: set outside Python, left alone
+    if previous is None or threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
     try:
         yield
     finally:

@@ -28,3 +28,10 @@ def lmi_server(tiny_dir, tmp_path_factory):
     server = start_model_server({}, model_dir=str(folder))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def incremental_tokens() -> int:
+    """How many tokens `test_tokens_arrive_incrementally` asks for: about 1 s of our engine
+    on tiny."""
+    return 256

@@ -110,10 +110,11 @@ def test_blog_tgi_loop_prints_the_generated_text(tgi_server):
     assert printed == final["generated_text"]
 
 
-def test_tokens_arrive_incrementally(tgi_server):
+def test_tokens_arrive_incrementally(tgi_server, incremental_tokens):
     # Long enough (~1 s) that a server starved of CPU for a moment (the whole suite runs on
     # two cores) still shows its stream arriving piece by piece.
-    body = {"inputs": "stream me", "parameters": {"max_new_tokens": 256, "ignore_eos": True}}
+    parameters = {"max_new_tokens": incremental_tokens, "ignore_eos": True}
+    body = {"inputs": "stream me", "parameters": parameters}
     arrivals = []
     started = time.perf_counter()
     with httpx.stream(
@@ -121,7 +122,7 @@ def test_tokens_arrive_incrementally(tgi_server):
     ) as response:
         for chunk in response.iter_raw():
             arrivals.append((time.perf_counter() - started, chunk.count(b"data:")))
-    assert sum(n for _, n in arrivals) == 256
+    assert sum(n for _, n in arrivals) == incremental_tokens
     first_at = next(t for t, n in arrivals if n)
     last_at = arrivals[-1][0]
     # The first token reached the client while most of the generation was still to come.

@@ -141,10 +141,16 @@ def test_the_endpoint_view_charts_its_figures_and_scaling_activities(
         )
 
         def scaled() -> bool:
-            page.run()
-            return bool(page.dataframe)
+            return bool(
+                scaling.describe_scaling_activities(ServiceNamespace="sagemaker")[
+                    "ScalingActivities"
+                ]
+            )
 
-        wait_for(scaled, 60, "a scaling activity on the page", interval=2)
+        # Waited for through the API (a page run takes seconds on a busy machine), then shown.
+        wait_for(scaled, 60, "a scaling activity", interval=0.5)
+        page.run()
+        assert page.dataframe, texts(page.caption)
         (row,) = page.dataframe[0].value.to_dict("records")[:1]
         assert row["activity"] == "Setting desired instance count to 2."
         assert row["cause"] == "minimum capacity was set to 2"
