@@ -142,9 +142,10 @@ def test_the_endpoint_view_charts_its_figures_and_scaling_activities(
 
         def scaled() -> bool:
             return bool(
-                scaling.describe_scaling_activities(ServiceNamespace="sagemaker")[
-                    "ScalingActivities"
-                ]
+                scaling.describe_scaling_activities(
+                    ServiceNamespace="sagemaker",
+                    ResourceId=f"endpoint/{watched}/variant/AllTraffic",
+                )["ScalingActivities"]
             )
 
         # Waited for through the API (a page run takes seconds on a busy machine), then shown.
