@@ -15,7 +15,7 @@ from streamhost.command import CommandError
 from streamhost.endpoints.bidi import BidiChannel, BidiGeneration
 from streamhost.endpoints.clients import control_client, invocation_client
 from streamhost.endpoints.conversation import turn_prompt
-from streamhost.endpoints.discovery import IN_SERVICE, EndpointInfo, describe_endpoint
+from streamhost.endpoints.discovery import EndpointInfo, describe_endpoint
 from streamhost.endpoints.errors import describe_error, not_in_service
 from streamhost.endpoints.invocation import (
     Generation,
@@ -32,7 +32,7 @@ __all__ = ["CHAT_COMMANDS", "chat_command", "help_text", "run_chat", "run_invoke
 
 def _ready_endpoint(sm: Any, name: str, api: str) -> EndpointInfo:
     info = describe_endpoint(sm, name)
-    if info.status != IN_SERVICE:
+    if not info.serving:
         raise CommandError(not_in_service(name, info.status, info.failure_reason))
     if api != "auto":
         return replace(info, api=api)

@@ -16,12 +16,19 @@ FAILED = EndpointInfo(
 )
 CREATING = EndpointInfo("new", "Creating")
 READY = [EndpointInfo("chat", "InService"), EndpointInfo("default", "InService")]
+# A scaling activity or an UpdateEndpoint: the running fleet serves until the new one takes over.
+SCALING = EndpointInfo("scaling", "Updating")
 
 
-def test_only_in_service_endpoints_can_be_chosen_and_the_rest_are_listed() -> None:
-    choice = choose_endpoints([READY[0], FAILED, CREATING, READY[1]])
-    assert choice.names == ["chat", "default"]
+def test_only_endpoints_that_take_invocations_can_be_chosen_and_the_rest_are_listed() -> None:
+    choice = choose_endpoints([READY[0], FAILED, CREATING, READY[1], SCALING])
+    assert choice.names == ["chat", "default", "scaling"]
     assert [info.name for info in choice.not_ready] == ["broken_model", "new"]
+
+
+def test_an_endpoint_being_scaled_keeps_its_conversation() -> None:
+    assert moved_notice("scaling", [READY[0], SCALING], "scaling") is None
+    assert moved_notice("scaling", [READY[0], SCALING], "chat") is None  # chosen by the user
 
 
 def test_the_preferred_endpoint_is_preselected_else_the_first() -> None:

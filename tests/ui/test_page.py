@@ -149,8 +149,11 @@ def test_the_endpoint_view_charts_its_figures_and_scaling_activities(
             )
 
         # Waited for through the API (a page run takes seconds on a busy machine), then shown.
+        # The endpoint is Updating while it scales: it still serves, so it stays chosen.
         wait_for(scaled, 60, "a scaling activity", interval=0.5)
         page.run()
+        assert page.sidebar.selectbox(key="endpoint").value == watched
+        assert f"**{watched} / AllTraffic**: the last 15 minutes" in texts(page.markdown)
         assert page.dataframe, texts(page.caption)
         (row,) = page.dataframe[0].value.to_dict("records")[:1]
         assert row["activity"] == "Setting desired instance count to 2."

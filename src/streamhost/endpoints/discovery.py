@@ -21,6 +21,7 @@ from streamhost.client.images import UnsupportedImage, personality
 
 __all__ = [
     "IN_SERVICE",
+    "SERVING",
     "EndpointInfo",
     "api_of_container",
     "describe_endpoint",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 IN_SERVICE = "InService"
+SERVING = frozenset({IN_SERVICE, "Updating", "SystemUpdating"})
+"""The statuses in which an endpoint takes invocations: an update (a new config, a scaling
+activity, a restarted gateway bringing its instances back) keeps the running fleet serving
+until the new one takes over, as SageMaker's blue/green updates do."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,9 @@ class EndpointInfo:
     model_data_url: str | None = None
 
     @property
-    def in_service(self) -> bool:
-        """Whether the endpoint takes invocations."""
-        return self.status == IN_SERVICE
+    def serving(self) -> bool:
+        """Whether the endpoint takes invocations (`SERVING`)."""
+        return self.status in SERVING
 
 
 def api_of_container(container: Mapping[str, Any]) -> str:
@@ -153,13 +158,11 @@ def _describe_config(sm: Any, config_name: str) -> dict[str, Any]:
     return found
 
 
-def list_endpoints(sm: Any, *, in_service_only: bool = False) -> list[EndpointInfo]:
+def list_endpoints(sm: Any) -> list[EndpointInfo]:
     """Every endpoint on the gateway, by name, each described (API included)."""
     names: list[str] = []
     for page in sm.get_paginator("list_endpoints").paginate():
         for summary in page.get("Endpoints", []):
-            if in_service_only and summary.get("EndpointStatus") != IN_SERVICE:
-                continue
             names.append(summary["EndpointName"])
     infos = []
     for name in sorted(names):

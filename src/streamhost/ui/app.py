@@ -8,7 +8,7 @@ temperature sliders (same ranges and defaults) and the three suggested prompts. 
 sliders reach the request whatever the API, the suggested prompts are buttons, earlier
 turns are part of the prompt (rendered here on every request, see
 :mod:`streamhost.endpoints.conversation`), the endpoint and its API (TGI or LMI) are picked
-from the gateway instead of an environment variable (endpoints that are not InService are
+from the gateway instead of an environment variable (endpoints that take no invocations are
 listed beside it, marked, with the cause of a failure, but cannot be chosen; when the one a
 conversation uses goes away, the page says where the conversation continues), *Stop* ends
 the answer and its generation, each answer shows TTFT and tokens/s, the endpoint's own
@@ -151,7 +151,7 @@ def _metrics(turn: Turn) -> str:
 
 
 def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
-    """Draw the sidebar; return the chosen InService endpoint (if there is one) or why
+    """Draw the sidebar; return the chosen endpoint (one that takes invocations) or why
     there is none."""
     chosen = None
     problem = None
@@ -203,8 +203,8 @@ def _sidebar(settings: UISettings) -> tuple[EndpointInfo | None, str | None]:
 def _endpoint_picker(
     choice: EndpointChoice, endpoints: list[EndpointInfo], settings: UISettings
 ) -> EndpointInfo:
-    """The endpoint selector (InService endpoints only) and the chosen one's details; a
-    conversation whose endpoint went away is told where it continues."""
+    """The endpoint selector (endpoints that take invocations only) and the chosen one's
+    details; a conversation whose endpoint went away is told where it continues."""
     previous = st.session_state.get("endpoint")  # the selector's value in the last run
     name = st.selectbox(
         "Endpoint",

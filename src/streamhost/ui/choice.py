@@ -1,7 +1,8 @@
-"""Which endpoints the chat UI offers: the InService ones to choose from, the others listed
-beside them with their status (and, for a failed one, the cause of its failure), and what
-to say when the endpoint a conversation was using goes away. Plain functions over
-`EndpointInfo`, without Streamlit, so that they are tested as they are."""
+"""Which endpoints the chat UI offers: those that take invocations to choose from (InService,
+or Updating while a scaling activity or an update runs), the others listed beside them with
+their status (and, for a failed one, the cause of its failure), and what to say when the
+endpoint a conversation was using goes away. Plain functions over `EndpointInfo`, without
+Streamlit, so that they are tested as they are."""
 
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ class EndpointChoice:
 def choose_endpoints(endpoints: Sequence[EndpointInfo]) -> EndpointChoice:
     """Split the gateway's endpoints into those that take invocations and the rest."""
     return EndpointChoice(
-        ready=tuple(info for info in endpoints if info.in_service),
-        not_ready=tuple(info for info in endpoints if not info.in_service),
+        ready=tuple(info for info in endpoints if info.serving),
+        not_ready=tuple(info for info in endpoints if not info.serving),
     )
 
 
 def not_ready_line(info: EndpointInfo) -> str:
-    """An endpoint that is not InService, as the sidebar lists it (Markdown): its name, its
+    """An endpoint that takes no invocations, as the sidebar lists it (Markdown): its name, its
     status, and the cause of its failure, short."""
     line = f"**{markdown_text(info.name)}** · {info.status}"
     if info.failure_reason:
@@ -59,11 +60,11 @@ def moved_notice(
 ) -> str | None:
     """What to tell the user when the endpoint their conversation used (``previous``) is no
     longer the one it goes to (``chosen``) without their choosing: it was deleted, or it is
-    no longer InService. ``None`` when nothing moved."""
+    no longer takes invocations. ``None`` when nothing moved."""
     if previous is None or chosen is None or previous == chosen:
         return None
     found = next((info for info in endpoints if info.name == previous), None)
-    if found is not None and found.in_service:
+    if found is not None and found.serving:
         return None  # still there: the user chose another one
     why = "no longer exists" if found is None else f"is {found.status}"
     return (
