@@ -340,7 +340,10 @@ def _add_endpoints(subparsers: Any, common: list[argparse.ArgumentParser]) -> No
         parents=common,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="list, describe or delete endpoints",
-        description="List the gateway's endpoints, describe one, or delete one.",
+        description=(
+            "List the gateway's endpoints, describe one, or delete one. An endpoint being\n"
+            "created or updated (by a scaling activity too) is deleted once that is over."
+        ),
         epilog=(
             "Examples:\n"
             "  streamhost endpoints\n"

@@ -53,6 +53,9 @@ EXECUTION_ROLE = "arn:aws:iam::123456789012:role/service-role/streamhost"
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _POLL_SECONDS = 0.5
+# The statuses of an endpoint being created or changed: SageMaker refuses to update or delete
+# it until it leaves them.
+_IN_PROGRESS = ("Creating", "Updating", "SystemUpdating")
 _QUIET_PROGRESS_SECONDS = 30.0  # piped output repeats an unchanged progress line this often
 
 
@@ -253,11 +256,21 @@ def wait_for_endpoint(
     ``CommandError`` when it fails (the cause of its FailureReason, then where its logs
     are) or takes over ``timeout``.
     """
-    console = console or Console(stderr=True)
+    info = _settled(sm, name, console or Console(stderr=True), timeout)
+    if info.status != IN_SERVICE:
+        raise CommandError(
+            not_in_service(name, info.status, info.failure_reason or "no reason given")
+        )
+    return info
+
+
+def _settled(sm: Any, name: str, console: Console, timeout: float) -> EndpointInfo:
+    """``name``'s description once it is no longer being created or changed (`_IN_PROGRESS`),
+    its progress shown meanwhile; ``CommandError`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     info = describe_endpoint(sm, name)
     with _progress(console, info) as show:
-        while info.status in ("Creating", "Updating", "SystemUpdating"):
+        while info.status in _IN_PROGRESS:
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"endpoint {name} is still {info.status} after {timeout:.0f} s; "
@@ -266,10 +279,6 @@ def wait_for_endpoint(
             time.sleep(_POLL_SECONDS)
             info = describe_endpoint(sm, name)
             show(info)
-    if info.status != IN_SERVICE:
-        raise CommandError(
-            not_in_service(name, info.status, info.failure_reason or "no reason given")
-        )
     return info
 
 
@@ -315,12 +324,24 @@ def delete_endpoint(
     keep_model: bool = False,
     data_dir: Path | None = None,
     timeout: float = 300.0,
+    console: Console | None = None,
 ) -> None:
     """Delete endpoint ``name``, then (unless ``keep_model``) its config, its models and the
-    model archives ``deploy`` wrote for them."""
-    info = describe_endpoint(sm, name)
-    sm.delete_endpoint(EndpointName=name)
+    model archives ``deploy`` wrote for them. An endpoint being created or changed (a
+    scaling activity included) is deleted once that is over, its progress shown meanwhile."""
     deadline = time.monotonic() + timeout
+    info = describe_endpoint(sm, name)
+    while info.status != "Deleting":
+        if info.status in _IN_PROGRESS:
+            left = max(0.0, deadline - time.monotonic())
+            info = _settled(sm, name, console or Console(stderr=True), left)
+        try:
+            sm.delete_endpoint(EndpointName=name)
+            break
+        except ClientError:
+            info = describe_endpoint(sm, name)
+            if info.status not in (*_IN_PROGRESS, "Deleting"):
+                raise  # refused for another reason than a change that began meanwhile
     while _exists(sm, name):
         if time.monotonic() > deadline:
             raise CommandError(f"endpoint {name} was not deleted within {timeout:.0f} s")

@@ -140,6 +140,27 @@ def test_deploy_lmi_streams_json_lines_and_delete_removes_everything(
     assert not archive.exists()
 
 
+def test_delete_waits_for_a_scaling_activity_to_end(
+    gateway_home: GatewayProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SageMaker refuses to delete an endpoint while it is Updating; the command waits.
+    url = gateway_home.url
+    status, _, err = run(["deploy", "scaled", "--model", "synthetic:1", "--gateway", url], capsys)
+    assert status == 0, err
+    sm = control_client(url)
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="scaled",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}],
+    )
+    with pytest.raises(ClientError, match="in-progress"):
+        sm.delete_endpoint(EndpointName="scaled")
+    status, out, err = run(["endpoints", "delete", "scaled", "--gateway", url], capsys)
+    assert (status, out) == (0, "deleted endpoint scaled\n"), err
+    assert "Updating endpoint scaled" in err
+    assert "scaled" not in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]]
+    assert sm.list_models(NameContains="scaled")["Models"] == []
+
+
 def test_deploy_refuses_an_existing_endpoint_in_one_line(
     gateway_home: GatewayProcess, slow_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
