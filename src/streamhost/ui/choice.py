@@ -59,8 +59,8 @@ def moved_notice(
     previous: str | None, endpoints: Sequence[EndpointInfo], chosen: str | None
 ) -> str | None:
     """What to tell the user when the endpoint their conversation used (``previous``) is no
-    longer the one it goes to (``chosen``) without their choosing: it was deleted, or it is
-    no longer takes invocations. ``None`` when nothing moved."""
+    longer the one it goes to (``chosen``) without their choosing: it was deleted, or it no
+    longer takes invocations. ``None`` when nothing moved."""
     if previous is None or chosen is None or previous == chosen:
         return None
     found = next((info for info in endpoints if info.name == previous), None)
