@@ -53,15 +53,24 @@ def gauge(server, name: str) -> int:
 
 
 def test_a_client_that_goes_away_frees_its_sequence_in_vllm(vllm_server):
-    before = gauge(vllm_server, "streamhost_generated_tokens")
     body = {"inputs": "go on", "parameters": {"max_new_tokens": 1500, "ignore_eos": True}}
-    with httpx.stream("POST", vllm_server.url + "/generate_stream", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        assert next(line for line in lines if line.startswith("data:"))
-    # Gone after its first token. The batch gauge is vLLM's own count of unfinished
-    # requests; the tokens counter shows the request was cut, not run to its end (on a busy
-    # machine vLLM makes the 1,500 tokens in about a second: no gauge is read mid-stream).
-    wait_for(lambda: gauge(vllm_server, "tgi_batch_current_size") == 0, 10, "vLLM to drop it")
+    # With vLLM's two busy processes on this two-core machine, a client is at times not
+    # scheduled until vLLM has finished (its socket holds the whole answer unread), and then
+    # there is nothing left to cut. An attempt counts if vLLM was still generating when the
+    # client had its first token; there are a few tries to get one.
+    for _ in range(5):
+        before = gauge(vllm_server, "streamhost_generated_tokens")
+        with httpx.stream("POST", vllm_server.url + "/generate_stream", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+            made = gauge(vllm_server, "streamhost_generated_tokens") - before
+        # Gone after its first token. The batch gauge is vLLM's own count of unfinished
+        # requests; the tokens counter shows whether the request was cut.
+        wait_for(lambda: gauge(vllm_server, "tgi_batch_current_size") == 0, 30, "vLLM to drop it")
+        if made < 1000:
+            break
+    else:
+        pytest.fail("vLLM finished every answer before its client had read a token")
     assert gauge(vllm_server, "streamhost_generated_tokens") - before < 1500
 
 
