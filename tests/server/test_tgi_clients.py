@@ -112,22 +112,29 @@ def test_blog_tgi_loop_prints_the_generated_text(tgi_server):
 
 def test_tokens_arrive_incrementally(tgi_server, incremental_tokens):
     # Long enough (~1 s) that a server starved of CPU for a moment (the whole suite runs on
-    # two cores) still shows its stream arriving piece by piece.
+    # two cores) still shows its stream arriving piece by piece. The client itself can go
+    # unscheduled for a whole answer there (its socket then holds the answer unread, as seen
+    # beside vLLM's two busy processes), so an answer read as one block is asked again.
     parameters = {"max_new_tokens": incremental_tokens, "ignore_eos": True}
     body = {"inputs": "stream me", "parameters": parameters}
-    arrivals = []
-    started = time.perf_counter()
-    with httpx.stream(
-        "POST", tgi_server.url + "/generate_stream", json=body, timeout=60
-    ) as response:
-        for chunk in response.iter_raw():
-            arrivals.append((time.perf_counter() - started, chunk.count(b"data:")))
-    assert sum(n for _, n in arrivals) == incremental_tokens
-    first_at = next(t for t, n in arrivals if n)
-    last_at = arrivals[-1][0]
-    # The first token reached the client while most of the generation was still to come.
-    assert first_at < last_at / 2
-    assert len([n for _, n in arrivals if n]) > 8  # not delivered as one buffered block
+    reads = []
+    for _ in range(3):
+        arrivals = []
+        started = time.perf_counter()
+        with httpx.stream(
+            "POST", tgi_server.url + "/generate_stream", json=body, timeout=60
+        ) as response:
+            for chunk in response.iter_raw():
+                arrivals.append((time.perf_counter() - started, chunk.count(b"data:")))
+        assert sum(n for _, n in arrivals) == incremental_tokens
+        first_at = next(t for t, n in arrivals if n)
+        last_at = arrivals[-1][0]
+        reads.append((round(first_at, 3), round(last_at, 3), len([n for _, n in arrivals if n])))
+        # The first token reached the client while most of the generation was still to
+        # come, and the rest in pieces, not as one buffered block.
+        if first_at < last_at / 2 and reads[-1][2] > 8:
+            return
+    pytest.fail(f"every answer arrived in one block (first s, last s, reads): {reads}")
 
 
 def test_root_route_returns_a_list_with_the_full_text(tgi_server):
