@@ -63,7 +63,8 @@ def tgi_server(vllm_server: ModelServerProcess) -> ModelServerProcess:
 
 @pytest.fixture
 def incremental_tokens() -> int:
-    """A front starved of CPU for a moment gets all that vLLM made meanwhile in one output
-    (seen: a 256-token stream arriving whole after 1.5 s on a busy machine). vLLM's CPU build
-    makes tiny's tokens at ~150/s here: 600 tokens, ~4 s, outlast such a pause."""
+    """A client starved of CPU beside vLLM's busy processes reads all that came meanwhile at
+    once (seen: a 256-token stream arriving whole after 1.5 s, left unread in the client's
+    socket). vLLM's CPU build makes tiny's tokens at ~150-300/s here: 600 tokens outlast
+    most such pauses, and the test asks again when one does not."""
     return 600
