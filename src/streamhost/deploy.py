@@ -56,6 +56,9 @@ _POLL_SECONDS = 0.5
 # The statuses of an endpoint being created or changed: SageMaker refuses to update or delete
 # it until it leaves them.
 _IN_PROGRESS = ("Creating", "Updating", "SystemUpdating")
+_DELETING = "Deleting"
+# The error codes of a describe call for an endpoint that does not exist.
+_NOT_FOUND = ("ValidationException", "ValidationError", "ResourceNotFound")
 _QUIET_PROGRESS_SECONDS = 30.0  # piped output repeats an unchanged progress line this often
 
 
@@ -107,7 +110,7 @@ def _exists(sm: Any, name: str) -> bool:
     try:
         sm.describe_endpoint(EndpointName=name)
     except ClientError as error:
-        if error_code(error) in ("ValidationException", "ValidationError", "ResourceNotFound"):
+        if error_code(error) in _NOT_FOUND:
             return False
         raise
     return True
@@ -331,7 +334,7 @@ def delete_endpoint(
     scaling activity included) is deleted once that is over, its progress shown meanwhile."""
     deadline = time.monotonic() + timeout
     info = describe_endpoint(sm, name)
-    while info.status != "Deleting":
+    while info.status != _DELETING:
         if info.status in _IN_PROGRESS:
             left = max(0.0, deadline - time.monotonic())
             info = _settled(sm, name, console or Console(stderr=True), left)
@@ -340,7 +343,7 @@ def delete_endpoint(
             break
         except ClientError:
             info = describe_endpoint(sm, name)
-            if info.status not in (*_IN_PROGRESS, "Deleting"):
+            if info.status not in (*_IN_PROGRESS, _DELETING):
                 raise  # refused for another reason than a change that began meanwhile
     while _exists(sm, name):
         if time.monotonic() > deadline:
@@ -372,11 +375,11 @@ def ensure_endpoint(sm: Any, spec: DeploySpec, console: Console) -> tuple[str, D
     try:
         info = describe_endpoint(sm, spec.name)
     except Exception as error:
-        if error_code(error) not in ("ValidationException", "ValidationError", "ResourceNotFound"):
+        if error_code(error) not in _NOT_FOUND:
             raise
         info = None
     if info is not None:
-        if info.status in ("Creating", "Updating", "SystemUpdating"):
+        if info.status in _IN_PROGRESS:
             try:
                 info = wait_for_endpoint(sm, spec.name, console=console)
             except CommandError:
