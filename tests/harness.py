@@ -43,7 +43,7 @@ from botocore.credentials import Credentials
 
 from streamhost.client.boto import gateway_client
 from streamhost.ports import free_port
-from streamhost.processes import stop_leftovers
+from streamhost.processes import own_group, stop_leftovers
 
 __all__ = [
     "ACCESS_KEY",
@@ -402,7 +402,7 @@ class ModelServerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                **own_group(),  # as the gateway starts instances (see `own_group` for why)
             )
         self.process = psutil.Process(self.popen.pid)
         if shared:

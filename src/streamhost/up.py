@@ -43,6 +43,7 @@ from streamhost.endpoints.clients import DEFAULT_ENDPOINT, ENDPOINT_ENV, GATEWAY
 from streamhost.processes import (
     Stop,
     exit_with_parent,
+    own_group,
     signal_group,
     stop_leftovers,
     stop_process,
@@ -179,8 +180,7 @@ def _start(
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    start_new_session=True,
-                    preexec_fn=exit_with_parent(),
+                    **own_group(exit_with_parent()),
                 ),
                 log,
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from streamhost.processes import own_group
 from tests.harness import descendants, free_port, still_running, wait_until_serving
 
 pytestmark = pytest.mark.slow  # a real model server loads the tiny model: ~10-30 s
@@ -30,7 +31,7 @@ def stopped_server_log(folder: Path, signum: int) -> str:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own group, as the gateway starts instances
+            **own_group(),  # as the gateway starts instances
         )
     family = []
     try:
@@ -83,7 +84,7 @@ def test_ctrl_c_while_the_server_starts_ends_it_without_a_traceback_or_leftovers
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
-        start_new_session=True,
+        **own_group(),
     )
     try:
         time.sleep(after)

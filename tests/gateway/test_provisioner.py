@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
@@ -223,6 +224,17 @@ def test_a_failed_update_leaves_the_old_fleet_serving(gateway):
         smr.invoke_endpoint_with_response_stream(EndpointName="stay", Body=tgi_body())
     )
     delete_endpoint(sm, "stay")
+
+
+def test_an_instance_has_a_group_of_its_own_in_the_gateways_session(gateway):
+    # Its group is what the gateway signals to stop it; the session is the gateway's, so
+    # that a busy instance does not starve the gateway's relay (`processes.own_group`).
+    sm = gateway.sm()
+    create_synthetic_endpoint(sm, "grouped")
+    (record,) = gateway.app.store.list_instances("grouped")
+    assert os.getpgid(record.pid) == record.pid
+    assert os.getsid(record.pid) == os.getsid(0)
+    delete_endpoint(sm, "grouped")
 
 
 def test_gpu_instance_types_run_on_cpu_with_a_warning(gateway, caplog):

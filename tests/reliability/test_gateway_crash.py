@@ -13,6 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
+from streamhost.processes import own_group
 from tests.harness import (
     GatewayProcess,
     assert_no_model_servers,
@@ -126,7 +127,7 @@ def test_a_model_server_the_store_does_not_know_is_stopped_at_startup(tmp_path):
         cwd=model_dir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        **own_group(),  # as the gateway starts instances
     )
     try:
         wait_for(lambda: model_servers(state), what="the stray model server")

@@ -18,6 +18,7 @@ import pytest
 from streamhost.processes import (
     Stop,
     interrupts_held,
+    own_group,
     signal_group,
     stop_leftovers,
     stop_process,
@@ -55,7 +56,7 @@ def group_with_a_grandchild(code: str) -> tuple[subprocess.Popen, psutil.Process
         [sys.executable, "-c", leader_code],
         stdout=subprocess.PIPE,
         text=True,
-        start_new_session=True,
+        **own_group(),
     )
     assert leader.stdout is not None
     grandchild = psutil.Process(int(leader.stdout.readline()))
@@ -114,8 +115,24 @@ def test_the_kill_reaches_whatever_is_left_of_a_group() -> None:
         stop_leftovers([grandchild], 1)
 
 
+def test_a_child_has_a_group_of_its_own_in_our_session() -> None:
+    code = "import os; print(os.getpgid(0), os.getsid(0), os.umask(0))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+        **own_group(lambda: os.umask(0o027)),  # what it is given to run also runs
+    ).stdout.split()
+    pid_group, session, umask = (int(x) for x in out)
+    assert pid_group != os.getpgid(0)  # Ctrl-C at the terminal does not reach it
+    assert session == os.getsid(0)  # and it shares our share of the CPU (see `own_group`)
+    assert umask == 0o027
+
+
 def test_signalling_a_group_that_is_gone_is_no_error() -> None:
-    process = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", "pass"], **own_group())
     process.wait(30)
     signal_group(process.pid, signal.SIGTERM)
 

@@ -63,8 +63,8 @@ def tgi_server(vllm_server: ModelServerProcess) -> ModelServerProcess:
 
 @pytest.fixture
 def incremental_tokens() -> int:
-    """A client starved of CPU beside vLLM's busy processes reads all that came meanwhile at
-    once (seen: a 256-token stream arriving whole after 1.5 s, left unread in the client's
-    socket). vLLM's CPU build makes tiny's tokens at ~150-300/s here: 600 tokens outlast
-    most such pauses, and the test asks again when one does not."""
+    """vLLM's CPU build makes tiny's tokens at ~150-400/s here: 600 tokens last 1.5-4 s, well
+    beyond a moment's wait for a core. (Its engine core busy-polls a core; with the server in
+    a session of its own, the client waited up to 3 s and read answers whole: see
+    `streamhost.processes.own_group`.)"""
     return 600

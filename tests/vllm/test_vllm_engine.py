@@ -54,10 +54,9 @@ def gauge(server, name: str) -> int:
 
 def test_a_client_that_goes_away_frees_its_sequence_in_vllm(vllm_server):
     body = {"inputs": "go on", "parameters": {"max_new_tokens": 1500, "ignore_eos": True}}
-    # With vLLM's two busy processes on this two-core machine, a client is at times not
-    # scheduled until vLLM has finished (its socket holds the whole answer unread), and then
-    # there is nothing left to cut. An attempt counts if vLLM was still generating when the
-    # client had its first token; there are a few tries to get one.
+    # On two busy cores a client may read its first token only after vLLM has finished, and
+    # then there is nothing left to cut. An attempt counts if vLLM was still generating when
+    # the client had its first token; there are a few tries to get one.
     for _ in range(5):
         before = gauge(vllm_server, "streamhost_generated_tokens")
         with httpx.stream("POST", vllm_server.url + "/generate_stream", json=body, timeout=60) as r:

@@ -28,7 +28,7 @@ import psutil
 from streamhost.bench.loadgen import Workload, random_prompts, run
 from streamhost.bench.metrics import Summary, summarize
 from streamhost.ports import free_port
-from streamhost.processes import signal_group, stop_process
+from streamhost.processes import own_group, signal_group, stop_process
 
 Progress = Callable[[str], None]
 
@@ -223,8 +223,8 @@ def start(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
             env={**os.environ, **(env or {})},
+            **own_group(),
         )
     try:
         wait_ready(ready_url, proc, timeout)

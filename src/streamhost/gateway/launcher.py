@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import psutil
 
 from streamhost.ports import free_port
-from streamhost.processes import signal_group, stop_process_async
+from streamhost.processes import own_group, signal_group, stop_process_async
 
 from .store import InstanceRecord
 
@@ -226,10 +226,10 @@ def start_model_server(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=spec.model_root,
-            start_new_session=True,  # own process group: signals reach all of it, and
-            # a Ctrl-C meant for the gateway does not kill instances mid-shutdown
             close_fds=True,
-            preexec_fn=preexec_fn,
+            # Signals reach all of it, and a Ctrl-C meant for the gateway does not kill
+            # instances mid-shutdown.
+            **own_group(preexec_fn),
         )
 
 
