@@ -5,8 +5,8 @@
 - `interrupts_held` holds Ctrl-C back while a child is handed its start (on the main
   thread), and raises it after.
 - `exit_with_parent` has the kernel stop a child when its parent dies, even by SIGKILL.
-- `own_group` gives a child a process group of its own in this session, and `signal_group`
-  signals such a group: the child and everything it started.
+- `own_group` gives a child a process group of its own in the parent's session, and
+  `signal_group` signals such a group: the child and everything it started.
 - `stop_process` is the TERM → wait → KILL sequence. It is written once, as the steps of
   `stop_steps`, and driven by a blocking caller (`stop_process`) or an asyncio one
   (`stop_process_async`); `stop_leftovers` runs it on processes found earlier by pid.
